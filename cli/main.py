@@ -1,0 +1,146 @@
+"""``teacherstudent``: a thin typer app over the library's functions.
+
+Every command turns a ``UserError`` (and typer's own usage errors) into one line on
+stderr and exit code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from teacherstudent.errors import UserError
+
+app = typer.Typer(help="Teacher-student training dynamics of deep ReLU networks.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def user_errors(fn):
+    """Print a UserError as one line and exit 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+def layer_table(folder: Path) -> Table:
+    from teacherstudent.summary import final_losses, layer_summary
+
+    s = layer_summary(folder)
+    t = Table(title=f"{folder.name}: teacher-node recovery at the last step (mean over members)")
+    t.caption_justify = "left"
+    for col in ["layer", "m", "best corr", "± seeds", "min", ">0.95", ">0.9", "matches"]:
+        t.add_column(col, justify="right")
+    for r in s.itertuples():
+        t.add_row(str(r.layer), str(r.teacher_width), f"{r.best_corr_mean:.4f}", f"{r.best_corr_mean_std:.4f}",
+                  f"{r.best_corr_min:.4f}", f"{r.recovered_frac:.2f}", f"{r.covered_frac:.2f}", f"{r.match_count_mean:.1f}")
+    losses = final_losses(folder)
+    t.caption = ("best corr: mean over teacher nodes of max_j C[k, j]; >0.95/>0.9: fraction of teacher nodes "
+                 "recovered/covered; matches: students above 0.9 per teacher node.\nfinal loss: "
+                 + ", ".join(f"{r.split} {r.mean:.4g}" for r in losses.itertuples()))
+    return t
+
+
+@app.command()
+@user_errors
+def run(
+    config: Optional[Path] = typer.Argument(None, help="TOML file with [teacher], [inputs], [student], [training], [measure] sections."),
+    set_: list[str] = typer.Option([], "--set", help="Override a field: section.key=value (repeatable), e.g. --set student.multiplier=5."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Student seeds, one ensemble member each: 1-8, 1,3,5 or 4."),
+    out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    force: bool = typer.Option(False, "--force", help="Train again even if the run already finished."),
+    figure: bool = typer.Option(True, "--figure/--no-figure", help="Write best_corr.png into the run folder."),
+) -> None:
+    """Train an ensemble of students on a teacher and track node alignment."""
+    from teacherstudent.config import load_config, parse_seeds
+    from teacherstudent.simulate import pick_device, run_experiment
+    from teacherstudent.store import run_status
+
+    overrides = list(set_)
+    if seeds is not None:
+        overrides.append(f"student.seeds=[{','.join(map(str, parse_seeds(seeds)))}]")
+    cfg = load_config(config, overrides)
+    pick_device(device)
+    folder = out / cfg.run_id
+    if run_status(folder).get("state") == "finished" and not force:
+        console.print(f"{folder} already finished; showing its results (use --force to train again).")
+    else:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
+            task = progress.add_task(f"{cfg.run_id} ({len(cfg.student.seeds)} students)", total=None)
+
+            def on_progress(step: int, total: int) -> None:
+                if step % 50 == 0 or step == total:
+                    progress.update(task, completed=step, total=total)
+
+            folder = run_experiment(cfg, out, device, on_progress=on_progress, command=sys.argv, force=force)
+    console.print(layer_table(folder))
+    if figure:
+        from teacherstudent.figures import plot_best_corr
+
+        console.print(f"figure:  {plot_best_corr(folder)}")
+    console.print(f"results: {folder}")
+
+
+@app.command()
+@user_errors
+def show(run: str = typer.Argument(..., help="Run folder, run id or unique prefix."),
+         out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders.")) -> None:
+    """Print a finished run's per-layer table of best correlations."""
+    from teacherstudent.store import resolve_run
+
+    folder = resolve_run(run, out)
+    console.print(layer_table(folder))
+    console.print(f"results: {folder}")
+
+
+@app.command()
+@user_errors
+def figure(run: str = typer.Argument(..., help="Run folder, run id or unique prefix."),
+           out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders.")) -> None:
+    """Write best_corr.png (best correlation per layer over training) for a run."""
+    from teacherstudent.figures import plot_best_corr
+    from teacherstudent.store import resolve_run
+
+    console.print(f"figure: {plot_best_corr(resolve_run(run, out))}")
+
+
+@app.command("ls")
+@user_errors
+def ls(out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders.")) -> None:
+    """List runs: id, state, members, steps."""
+    from teacherstudent.store import list_runs, read_json, run_status
+
+    t = Table(title=f"runs in {out}/")
+    for col in ["run", "state", "members", "step", "teacher widths", "multiplier"]:
+        t.add_column(col)
+    for folder in list_runs(out):
+        cfg = read_json(folder / "config.json")
+        st = run_status(folder)
+        t.add_row(folder.name, st.get("state", "?"), str(len(cfg["student"]["seeds"])),
+                  f"{st.get('step', 0)}/{st.get('total_steps', '?')}", str(cfg["teacher"]["widths"]),
+                  str(cfg["student"]["multiplier"]))
+    console.print(t)
+
+
+def main() -> None:
+    """Console-script entry: usage errors exit 2 with typer's message, as bad input should."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

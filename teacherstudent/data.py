@@ -1,0 +1,69 @@
+"""Training and evaluation data labelled by the teacher.
+
+Every random draw comes from a generator derived from ``(inputs.seed, stream, ...)``, so
+the training set, the evaluation set and each epoch's order or fresh samples are pure
+functions of the config: nothing about the data stream needs saving to resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import ExperimentConfig
+from .inputs import InputDistribution
+from .teacher import Teacher
+
+TRAIN, EVAL, ORDER, FRESH = 1, 2, 3, 4
+
+
+def generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded from a tuple of non-negative ints (independent streams)."""
+    seed = int(np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(1, np.uint64)[0])
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class Data:
+    """Tensors on the training device; ``y`` is float ``[N, C]`` (mse) or long ``[N]`` (ce)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_eval: torch.Tensor
+    y_eval: torch.Tensor
+    teacher_hidden_eval: list[torch.Tensor]  # [N_eval, m_l]
+
+
+def label(teacher: Teacher, x: torch.Tensor, loss: str) -> torch.Tensor:
+    y = teacher(x)
+    return y.argmax(1) if loss == "ce" else y
+
+
+class DataSource:
+    """Builds the fixed sets once, and each epoch's batches order (or fresh samples)."""
+
+    def __init__(self, cfg: ExperimentConfig, teacher: Teacher, inputs: InputDistribution, device, dtype):
+        self.cfg, self.teacher, self.inputs = cfg, teacher, inputs
+        self.device, self.dtype = device, dtype
+        seed = cfg.inputs.seed
+        x_eval = inputs.sample(cfg.inputs.eval_samples, generator(seed, EVAL))
+        hidden, _ = teacher.forward(x_eval)
+        self.x_eval = self._put(x_eval)
+        self.y_eval = self._put(label(teacher, x_eval, cfg.training.loss))
+        self.teacher_hidden_eval = [self._put(h) for h in hidden]
+        self._fixed = None if cfg.inputs.fresh else self._labelled(generator(seed, TRAIN))
+
+    def _put(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device, self.dtype if t.is_floating_point() else t.dtype)
+
+    def _labelled(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.inputs.sample(self.cfg.inputs.train_samples, gen)
+        return self._put(x), self._put(label(self.teacher, x, self.cfg.training.loss))
+
+    def epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training inputs and labels of ``epoch``, already in this epoch's order."""
+        x, y = self._fixed if self._fixed is not None else self._labelled(generator(self.cfg.inputs.seed, FRESH, epoch))
+        perm = torch.randperm(x.shape[0], generator=generator(self.cfg.inputs.seed, ORDER, epoch)).to(self.device)
+        return x[perm], y[perm]

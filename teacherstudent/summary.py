@@ -1,0 +1,43 @@
+"""Per-layer summaries of a finished run, from its ``metrics.parquet``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import UserError
+from .store import read_json, run_status
+
+LAYER_METRICS = ["best_corr_mean", "best_corr_min", "recovered_frac", "covered_frac", "match_count_mean"]
+
+
+def read_table(folder: Path, table: str) -> pd.DataFrame:
+    path = folder / f"{table}.parquet"
+    if not path.exists():
+        state = run_status(folder).get("state")
+        raise UserError(f"{folder} has no {table}.parquet (run state: {state}); finish it with `teacherstudent run` first")
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:
+        raise UserError(f"{path} is corrupted ({type(err).__name__}); delete the run folder and run again") from None
+
+
+def layer_summary(folder: Path) -> pd.DataFrame:
+    """At the last step: per hidden layer, the mean over members of each layer metric
+    (``best_corr_mean_std`` is the spread of ``best_corr_mean`` over members)."""
+    m = read_table(folder, "metrics")
+    last = m[(m.step == m.step.max()) & m.layer.notna() & m.metric.isin(LAYER_METRICS)]
+    wide = last.pivot_table(index=["layer", "member"], columns="metric", values="value").reset_index()
+    out = wide.groupby("layer")[LAYER_METRICS].mean()
+    out["best_corr_mean_std"] = wide.groupby("layer")["best_corr_mean"].std(ddof=0)
+    teacher_widths = read_json(folder / "config.json")["teacher"]["widths"]
+    out.insert(0, "teacher_width", [teacher_widths[int(l)] for l in out.index])
+    return out.reset_index()
+
+
+def final_losses(folder: Path) -> pd.DataFrame:
+    """Mean over members of the final train and eval loss."""
+    m = read_table(folder, "metrics")
+    loss = m[(m.metric == "loss") & (m.step == m.step.max())]
+    return loss.groupby("split")["value"].agg(["mean", "std"]).reset_index()

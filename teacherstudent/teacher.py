@@ -1,0 +1,119 @@
+"""Teacher generator (SCIENCE.md section 2).
+
+Glossary: ``m_l`` teacher width of hidden layer ``l`` (0-based, bottom up), ``W_l`` its
+weights ``[m_l, m_{l-1}]``, ``b_l`` its biases, ``C`` the number of outputs.
+
+Each layer: distinct random rows (discrete set {-1, -0.75, ..., 1} or Gaussian),
+divided by their norm; columns of every layer above the first divided by ``(1+i)^p``
+(strength decay); optional BatchNorm with fixed reference statistics folded into the
+weights; biases set so each node fires on the requested fraction of reference inputs.
+The output layer is standardised to zero mean, unit variance on the reference inputs.
+Everything is float64 and deterministic from ``teacher.seed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import TeacherConfig
+from .inputs import InputDistribution
+
+DISCRETE_VALUES = torch.linspace(-1.0, 1.0, 9, dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A fixed ReLU (or leaky-ReLU) network; ``weights[l]`` is ``[out, in]``, the last layer is the output."""
+
+    weights: tuple[torch.Tensor, ...]
+    biases: tuple[torch.Tensor, ...]
+    leaky_slope: float = 0.0
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(w.shape[0] for w in self.weights[:-1])
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> Teacher:
+        return Teacher(
+            tuple(w.to(device, dtype) for w in self.weights),
+            tuple(b.to(device, dtype) for b in self.biases),
+            self.leaky_slope,
+        )
+
+    def act(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.leaky_relu(z, self.leaky_slope) if self.leaky_slope else torch.relu(z)
+
+    def forward(self, x_NxD: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Hidden post-activations ``[N, m_l]`` per layer, and the output ``[N, C]``."""
+        h, hidden = x_NxD, []
+        for w, b in zip(self.weights[:-1], self.biases[:-1]):
+            h = self.act(h @ w.T + b)
+            hidden.append(h)
+        return hidden, h @ self.weights[-1].T + self.biases[-1]
+
+    def __call__(self, x_NxD: torch.Tensor) -> torch.Tensor:
+        return self.forward(x_NxD)[1]
+
+
+def _draw_rows(rows: int, cols: int, kind: str, gen: torch.Generator) -> torch.Tensor:
+    """``rows`` distinct non-zero random rows, each divided by its norm."""
+    out = torch.empty(rows, cols, dtype=torch.float64)
+    seen: set[tuple[float, ...]] = set()
+    i = 0
+    for _ in range(1000 * rows):
+        if kind == "discrete":
+            r = DISCRETE_VALUES[torch.randint(len(DISCRETE_VALUES), (cols,), generator=gen)]
+        else:
+            r = torch.randn(cols, generator=gen, dtype=torch.float64)
+        key = tuple(r.tolist())
+        if r.norm() == 0 or key in seen:
+            continue
+        seen.add(key)
+        out[i] = r / r.norm()
+        i += 1
+        if i == rows:
+            return out
+    raise ValueError(f"could not draw {rows} distinct rows of length {cols}")
+
+
+def _strength(cols: int, p: float) -> torch.Tensor:
+    return (1.0 + torch.arange(cols, dtype=torch.float64)) ** -p
+
+
+def make_teacher(cfg: TeacherConfig, inputs: InputDistribution) -> Teacher:
+    """Generate the teacher of ``cfg``; ``inputs`` supplies the reference set for bias tuning."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    ref = inputs.sample(cfg.reference_samples, gen)
+    slope = cfg.leaky_slope
+    act = (lambda z: torch.nn.functional.leaky_relu(z, slope)) if slope else torch.relu
+    weights, biases = [], []
+    h = ref
+    for l, (m, frac) in enumerate(zip(cfg.widths, cfg.firing_per_layer)):
+        w = _draw_rows(m, h.shape[1], cfg.weights, gen)
+        if l > 0:
+            w = w * _strength(h.shape[1], cfg.strength_decay)
+        z = h @ w.T
+        if cfg.batchnorm:  # fixed statistics, folded into the weights
+            mu, sd = z.mean(0), z.std(0).clamp_min(1e-12)
+            w = w / sd[:, None]
+            z = (z - mu) / sd
+            b = -mu / sd
+        else:
+            b = torch.zeros(m, dtype=torch.float64)
+        if cfg.bias:
+            shift = -torch.quantile(z, 1.0 - frac, dim=0)
+            b, z = b + shift, z + shift
+        weights.append(w)
+        biases.append(b)
+        h = act(z)
+    w = _draw_rows(cfg.outputs, h.shape[1], cfg.weights, gen) * _strength(h.shape[1], cfg.strength_decay)
+    b = torch.zeros(cfg.outputs, dtype=torch.float64)
+    if cfg.standardize_outputs:
+        y = h @ w.T
+        mu, sd = y.mean(0), y.std(0).clamp_min(1e-12)
+        w, b = w / sd[:, None], -mu / sd
+    weights.append(w)
+    biases.append(b)
+    return Teacher(tuple(weights), tuple(biases), slope)
