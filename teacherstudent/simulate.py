@@ -59,9 +59,10 @@ class Simulation:
         inputs = make_inputs(cfg.inputs, cfg.teacher.d, cfg.teacher.seed)
         self.teacher = teacher if teacher is not None else make_teacher(cfg.teacher, inputs)
         self.data = DataSource(cfg, self.teacher, inputs, device, self.dtype)
-        self.widths = [cfg.student.multiplier * m for m in self.teacher.widths]
+        widths = [cfg.student.multiplier * m for m in self.teacher.widths]
         d, outputs = self.data.x_eval.shape[1], self.teacher.weights[-1].shape[0]
-        self.ens = ensemble if ensemble is not None else Ensemble.create(self.widths, d, outputs, cfg.student, device, self.dtype)
+        self.ens = ensemble if ensemble is not None else Ensemble.create(widths, d, outputs, cfg.student, device, self.dtype)
+        self.widths = [w.shape[1] for w in self.ens.weights[:-1]]  # a pruned ensemble may be narrower
         for p in self.ens.trainable:
             p.requires_grad_(True)
         self.opt = make_optimizer(self.ens.trainable, cfg.training)
