@@ -1,7 +1,8 @@
 """Experiment configuration: one frozen, validated model per concern.
 
 Sections (the names users type in TOML files and ``--set`` overrides):
-``teacher``, ``inputs``, ``student``, ``training``, ``measure``. The canonical
+``teacher``, ``inputs``, ``student``, ``training``, ``measure`` (and ``probe``, set only
+in probe child runs). The canonical
 form of a config is the sorted-key JSON of its non-default fields; its hash is
 the run id, so adding a field with a no-op default keeps old run ids.
 """
@@ -14,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from .errors import UserError
 
@@ -119,6 +120,8 @@ class TrainingConfig(_Section):
     steps: int | None = Field(None, ge=0, description="total steps; when set, replaces epochs")
     loss: Literal["mse", "ce"] = "mse"
     dtype: Literal["float32", "float64"] = "float32"
+    backend: Literal["auto", "fast", "autograd"] = Field(
+        "auto", description="fast: hand-written backward (plain ReLU students); autograd: the reference; auto: fast when it applies")
     checkpoint_steps: tuple[int, ...] = Field((), description="extra steps whose weights are kept (for late rewinding)")
 
     @model_validator(mode="after")
@@ -148,6 +151,49 @@ class MeasureConfig(_Section):
     covered: float = Field(0.9, gt=0, le=1)
 
 
+class ProbeConfig(_Section):
+    """How a probe child run derives from its finished parent run (SCIENCE.md section 5).
+
+    ``lottery``: keep a fraction of the parent's student nodes (``by`` fanout, alignment or
+    random) or weights (``by`` magnitude), per layer or globally (``scope``), and retrain
+    from ``rewind``: ``init``, ``step:K``, ``reinit`` or ``rescaled``; round ``round`` of
+    ``rounds`` of iterative pruning, ``keep`` being the fraction left after the last round.
+    ``reinit``: re-randomise the fan-in of chosen nodes (``nodes`` winners or random) of
+    the parent's initialisation in ``layers`` (None: every hidden layer) and train again.
+    ``seed`` drives the random choices (random selection, fresh weights).
+    """
+
+    kind: Literal["lottery", "reinit"]
+    parent: str = Field(pattern=r"^[A-Za-z0-9_.]+-[0-9a-f]+$", description="run id of the parent run")
+    by: Literal["fanout", "alignment", "random", "magnitude"] | None = None
+    keep: float | None = Field(None, gt=0, le=1, description="fraction kept, in (0, 1]")
+    scope: Literal["layer", "global"] | None = None
+    rewind: str | None = Field(None, pattern=r"^(init|reinit|rescaled|step:[0-9]+)$")
+    rounds: int | None = Field(None, ge=1)
+    round: int | None = Field(None, ge=1)
+    nodes: Literal["winners", "random"] | None = None
+    layers: tuple[int, ...] | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> ProbeConfig:
+        lottery = {"by": self.by, "keep": self.keep, "scope": self.scope, "rewind": self.rewind,
+                   "rounds": self.rounds, "round": self.round}
+        reinit = {"nodes": self.nodes, "layers": self.layers}
+        own, other = (lottery, reinit) if self.kind == "lottery" else (reinit, lottery)
+        missing = [k for k, v in own.items() if v is None and k != "layers"]
+        if missing:
+            raise ValueError(f"a {self.kind} probe needs {', '.join(missing)}")
+        stray = [k for k, v in other.items() if v is not None]
+        if stray:
+            raise ValueError(f"{', '.join(stray)} do nothing in a {self.kind} probe; drop them")
+        if self.kind == "lottery" and self.round > self.rounds:
+            raise ValueError(f"round {self.round} lies beyond rounds={self.rounds}")
+        if self.seed != 0 and self.kind == "lottery" and self.by != "random" and self.rewind != "reinit":
+            raise ValueError("seed only matters for by='random' or rewind='reinit'; drop it")
+        return self
+
+
 class ExperimentConfig(_Section):
     """One experiment: a teacher, its data, an ensemble of students and how they train."""
 
@@ -157,6 +203,14 @@ class ExperimentConfig(_Section):
     student: StudentConfig = StudentConfig()
     training: TrainingConfig = TrainingConfig()
     measure: MeasureConfig = MeasureConfig()
+    probe: ProbeConfig | None = Field(None, description="set only in probe child runs (teacherstudent probe ...)")
+
+    @model_serializer(mode="wrap")
+    def _drop_no_probe(self, handler):  # keep config.json of ordinary runs as it was
+        data = handler(self)
+        if isinstance(data, dict) and data.get("probe", 0) is None:
+            del data["probe"]
+        return data
 
     # ---- identity -------------------------------------------------------
     def canonical(self) -> dict[str, Any]:

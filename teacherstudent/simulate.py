@@ -21,6 +21,7 @@ from .config import ExperimentConfig
 from .data import DataSource
 from .ensemble import Ensemble
 from .errors import UserError
+from .fast import loss_and_grads
 from .inputs import make_inputs
 from .measure import Snapshot, measure
 from .results import write_results
@@ -67,6 +68,9 @@ class Simulation:
             p.requires_grad_(True)
         self.opt = make_optimizer(self.ens.trainable, cfg.training)
         self.loss_fn = member_loss(cfg.training.loss)
+        self.fast = cfg.training.backend == "fast" or (cfg.training.backend == "auto" and not self.ens.batchnorm)
+        if self.fast and self.ens.batchnorm:
+            raise UserError("training.backend='fast' covers plain ReLU students only; use 'auto' or 'autograd' with student.batchnorm")
         self.steps_per_epoch = math.ceil(cfg.inputs.train_samples / cfg.training.batch_size)
         t = cfg.training
         self.total_steps = t.steps if t.steps is not None else t.epochs * self.steps_per_epoch
@@ -82,9 +86,17 @@ class Simulation:
 
     # ---- stepping --------------------------------------------------------
     def train_until(self, stop: int, on_step: Callable[[int], None] | None = None) -> None:
-        """Take SGD steps until ``self.step == stop``; no host synchronisation inside."""
+        """Take optimiser steps until ``self.step == stop``; no host synchronisation inside.
+
+        Each step's per-member loss goes into a buffer that is reduced once at the end
+        (running train loss, first non-finite step per member).
+        """
         t, B = self.cfg.training, self.cfg.training.batch_size
-        any_dead = bool(self.dead.any())
+        start = self.step
+        if stop <= start:
+            return
+        losses = torch.empty(stop - start, self.ens.K, dtype=self.dtype, device=self.device)
+        dead = self.dead.view(-1, 1) if bool(self.dead.any()) else None
         while self.step < stop:
             epoch, pos = divmod(self.step, self.steps_per_epoch)
             if self._epoch is None or self._epoch[0] != epoch:
@@ -93,20 +105,27 @@ class Simulation:
             lr = lr_at(t, self.step, self.steps_per_epoch, self.total_steps)
             for g in self.opt.param_groups:
                 g["lr"] = lr
-            loss = self.loss_fn(self.ens.output(x, train=True), y)
-            self.opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            if any_dead:  # a stopped member's gradients are zero: it no longer moves
+            if self.fast:
+                loss, grads = loss_and_grads(self.ens.params, x, y, t.loss)
+                for p, g in zip(self.ens.params, grads):
+                    p.grad = g
+            else:
+                loss = self.loss_fn(self.ens.output(x, train=True), y)
+                self.opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
+            if dead is not None:  # a stopped member's gradients are zero: it no longer moves
                 for p in self.ens.trainable:
-                    p.grad = torch.where(self.dead.view(-1, *[1] * (p.dim() - 1)), 0.0, p.grad)
+                    p.grad = torch.where(dead.view(-1, *[1] * (p.dim() - 1)), 0.0, p.grad)
             self.opt.step()
-            loss = loss.detach()
-            self.loss_sum += loss
-            self.loss_n += 1
-            self.first_bad = torch.where(~torch.isfinite(loss) & (self.first_bad < 0), self.step, self.first_bad)
+            losses[self.step - start] = loss.detach()
             self.step += 1
             if on_step is not None:
                 on_step(self.step)
+        self.loss_sum += losses.sum(0, dtype=torch.float64)
+        self.loss_n += stop - start
+        bad = ~torch.isfinite(losses)
+        first = bad.to(torch.uint8).argmax(0) + start
+        self.first_bad = torch.where(bad.any(0) & (self.first_bad < 0), first, self.first_bad)
 
     def check_finite(self) -> list[int]:
         """Stop members whose loss went non-finite; returns the newly stopped member indices."""
@@ -175,11 +194,14 @@ def _record(sim: Simulation, snap: Snapshot, rows: list[dict], run_id: str, trai
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", device: str = "auto",
                    on_progress: Callable[[int, int], None] | None = None, command: list[str] | None = None,
-                   max_steps: int | None = None, force: bool = False) -> Path:
+                   max_steps: int | None = None, force: bool = False,
+                   init_ensemble: Callable[[torch.device, torch.dtype], Ensemble] | None = None) -> Path:
     """Train and measure ``cfg``; returns the run folder ``out/<name>-<hash>``.
 
     A finished run is returned as it is (unless ``force``); an interrupted one resumes.
     ``max_steps`` stops (as if interrupted) after the first checkpoint at or past that step.
+    ``init_ensemble(device, dtype)``, if given, builds the initial students instead of
+    ``cfg.student`` (probes: pruned or re-randomised students); called only when training.
     """
     dev = pick_device(device)
     folder = Path(out) / cfg.run_id
@@ -196,7 +218,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", device: str 
         "version": __version__, "torch": torch.__version__, "device": str(dev),
         "command": command if command is not None else sys.argv, "run": cfg.run_id,
     })
-    sim = Simulation(cfg, dev)
+    sim = Simulation(cfg, dev, ensemble=init_ensemble(dev, getattr(torch, cfg.training.dtype)) if init_ensemble else None)
     rows: list[dict] = []
     latest = folder / "checkpoints" / "latest.pt"
     if latest.exists() and not force:
