@@ -137,6 +137,16 @@ def ls(out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds t
     console.print(t)
 
 
+from . import bench as _bench  # noqa: E402,F401  (registers `teacherstudent bench`)
+from .experiment import app as _experiment_app  # noqa: E402
+from .teacher import app as _teacher_app  # noqa: E402
+
+app.add_typer(_teacher_app, name="teacher")  # teacherstudent teacher inspect
+app.add_typer(_experiment_app, name="experiment")  # teacherstudent experiment list|run
+from .probe import app as _probe_app  # noqa: E402
+app.add_typer(_probe_app, name="probe")
+
+
 def main() -> None:
     """Console-script entry: usage errors exit 2 with typer's message, as bad input should."""
     app()

@@ -2,9 +2,9 @@
 
 Sections (the names users type in TOML files and ``--set`` overrides):
 ``teacher``, ``inputs``, ``student``, ``training``, ``measure`` (and ``probe``, set only
-in probe child runs). The canonical
-form of a config is the sorted-key JSON of its non-default fields; its hash is
-the run id, so adding a field with a no-op default keeps old run ids.
+in probe child runs). The canonical form of a config is the sorted-key JSON of its
+non-default fields; its hash is the run id, so adding a field with a no-op default keeps
+old run ids.
 """
 
 from __future__ import annotations
@@ -70,10 +70,21 @@ class InputsConfig(_Section):
 
     kind: str = "gaussian"
     sigma: float = Field(10.0, gt=0)
-    train_samples: int = Field(20_000, gt=0, description="N, the fixed training-set size (or samples per epoch with fresh=true)")
+    train_samples: int = Field(100_000, gt=0, description="N, the fixed training-set size (or samples per epoch with fresh=true)")
     fresh: bool = Field(False, description="draw N fresh samples every epoch instead of a fixed set")
     eval_samples: int = Field(10_240, ge=16)
     seed: int = 0
+    # kind-specific (teacherstudent/inputs.py): setting another kind's field is an error
+    n_clusters: int = Field(10, ge=1, description="clusters: number of equally likely Gaussian clusters")
+    cluster_std: float = Field(1.0, ge=0, description="clusters: per-coordinate std of each cluster")
+    latent_dim: int = Field(2, ge=1, description="manifold: latent dimension r (at most the input dimension)")
+    noise: float = Field(0.0, ge=0, description="manifold: std of isotropic noise added off the manifold")
+    holdout: float = Field(0.2, gt=0, lt=1, description="digits: fraction of the images kept for the evaluation set")
+    # label regime (teacherstudent/labels.py)
+    labels: Literal["teacher", "wide_teacher", "permuted"] = Field(
+        "teacher", description="teacher: the teacher's outputs; wide_teacher: an independent teacher wide_factor times "
+        "wider labels the data (and is the one measured); permuted: training labels randomly permuted across samples")
+    wide_factor: int = Field(10, ge=2, description="labels='wide_teacher': its widths are the teacher's times this")
 
     @field_validator("kind")
     @classmethod
@@ -84,6 +95,15 @@ class InputsConfig(_Section):
             raise ValueError(f"unknown input kind {v!r}; known: {', '.join(sorted(INPUTS))}")
         return v
 
+    @model_validator(mode="after")
+    def _kind_fields(self) -> InputsConfig:
+        from .inputs import check_inputs
+
+        check_inputs(self)
+        if self.labels != "wide_teacher" and self.wide_factor != 10:
+            raise ValueError("inputs.wide_factor is only used with inputs.labels='wide_teacher'")
+        return self
+
 
 class StudentConfig(_Section):
     """Over-parameterised students: same depth as the teacher, widths times ``multiplier``."""
@@ -93,6 +113,9 @@ class StudentConfig(_Section):
     init: Literal["pytorch", "scaled"] = "pytorch"
     init_scale: float = Field(1.0, gt=0, description="with init='scaled': weights drawn N(0, init_scale^2 / fan_in)")
     batchnorm: bool = False
+    lucky_nodes: int | tuple[int, ...] = Field(0, description="lucky by construction: this many nodes per hidden layer "
+                                               "(one value, or one per layer) start at the teacher's weights plus noise")
+    lucky_noise: float = Field(0.0, ge=0, description="std of the Gaussian noise added to every lucky weight and bias")
 
     @field_validator("seeds")
     @classmethod
@@ -116,7 +139,7 @@ class TrainingConfig(_Section):
     step_epochs: int = Field(10, gt=0, description="step schedule: multiply lr by gamma every step_epochs epochs")
     gamma: float = Field(0.1, gt=0)
     batch_size: int = Field(64, gt=0)
-    epochs: int = Field(40, ge=0)
+    epochs: int = Field(8, ge=0)
     steps: int | None = Field(None, ge=0, description="total steps; when set, replaces epochs")
     loss: Literal["mse", "ce"] = "mse"
     dtype: Literal["float32", "float64"] = "float32"
@@ -204,6 +227,15 @@ class ExperimentConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     measure: MeasureConfig = MeasureConfig()
     probe: ProbeConfig | None = Field(None, description="set only in probe child runs (teacherstudent probe ...)")
+
+    @model_validator(mode="after")
+    def _cross_sections(self) -> ExperimentConfig:  # checks that need two sections
+        from .inputs import check_dim
+        from .lucky import check_lucky
+
+        check_dim(self.inputs, self.teacher.d, self.teacher.d == TeacherConfig.model_fields["d"].default)
+        check_lucky(self.student, self.teacher.widths)
+        return self
 
     @model_serializer(mode="wrap")
     def _drop_no_probe(self, handler):  # keep config.json of ordinary runs as it was

@@ -52,3 +52,25 @@ def loss_and_grads(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Ten
         if l > 0:
             g = torch.ops.aten.threshold_backward(torch.bmm(g, Ws[l]), h_in, 0.0)  # ReLU mask, fused
     return value, grads
+
+
+def members_per_chunk(widths: list[int], outputs: int, batch: int, itemsize: int, budget_bytes: float) -> int:
+    """Members whose step activations (forward buffers and their gradients) fit ``budget_bytes``."""
+    per_member = 3 * batch * (sum(widths) + outputs) * itemsize
+    return max(1, int(budget_bytes // per_member))
+
+
+def loss_and_grads_chunked(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, chunk: int
+                           ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``loss_and_grads`` over members ``chunk`` at a time: the same numbers, bounded activation memory."""
+    K = params[0].shape[0]
+    if chunk >= K:
+        return loss_and_grads(params, x_BxD, y, loss)
+    grads = [torch.empty_like(p) for p in params]
+    values = []
+    for k0 in range(0, K, chunk):
+        v, gs = loss_and_grads([p[k0:k0 + chunk] for p in params], x_BxD, y, loss)
+        values.append(v)
+        for dst, g in zip(grads, gs):
+            dst[k0:k0 + chunk] = g
+    return torch.cat(values), grads

@@ -21,16 +21,20 @@ from .config import ExperimentConfig
 from .data import DataSource
 from .ensemble import Ensemble
 from .errors import UserError
-from .fast import loss_and_grads
+from .fast import loss_and_grads_chunked, members_per_chunk
 from .inputs import make_inputs
+from .labels import data_teacher
+from .lucky import plant_lucky
 from .measure import Snapshot, measure
+from .measure import members_per_chunk as measure_chunk
 from .results import write_results
 from .schedule import event_steps, measure_steps
 from .store import load_torch, read_json, run_status, save_torch, write_json
-from .teacher import Teacher, make_teacher
+from .teacher import Teacher
 from .train import lr_at, make_optimizer, member_loss
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per step or measurement chunk
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -54,21 +58,26 @@ class Simulation:
     """The state of one run: teacher, data, ensemble, optimiser, position and measurements."""
 
     def __init__(self, cfg: ExperimentConfig, device: torch.device, teacher: Teacher | None = None,
-                 ensemble: Ensemble | None = None):
+                 ensemble: Ensemble | None = None, memory_budget: float = DEFAULT_MEMORY_BUDGET):
         self.cfg, self.device = cfg, device
         self.dtype = getattr(torch, cfg.training.dtype)
         inputs = make_inputs(cfg.inputs, cfg.teacher.d, cfg.teacher.seed)
-        self.teacher = teacher if teacher is not None else make_teacher(cfg.teacher, inputs)
+        self.teacher = teacher if teacher is not None else data_teacher(cfg, inputs)  # inputs.labels may widen it
         self.data = DataSource(cfg, self.teacher, inputs, device, self.dtype)
-        widths = [cfg.student.multiplier * m for m in self.teacher.widths]
+        widths = [cfg.student.multiplier * m for m in cfg.teacher.widths]
         d, outputs = self.data.x_eval.shape[1], self.teacher.weights[-1].shape[0]
         self.ens = ensemble if ensemble is not None else Ensemble.create(widths, d, outputs, cfg.student, device, self.dtype)
+        if ensemble is None:
+            plant_lucky(self.ens, self.teacher, cfg.student)  # student.lucky_nodes (a no-op at 0)
         self.widths = [w.shape[1] for w in self.ens.weights[:-1]]  # a pruned ensemble may be narrower
         for p in self.ens.trainable:
             p.requires_grad_(True)
         self.opt = make_optimizer(self.ens.trainable, cfg.training)
         self.loss_fn = member_loss(cfg.training.loss)
         self.fast = cfg.training.backend == "fast" or (cfg.training.backend == "auto" and not self.ens.batchnorm)
+        itemsize = self.ens.params[0].element_size()
+        self.step_chunk = members_per_chunk(self.widths, outputs, cfg.training.batch_size, itemsize, memory_budget)
+        self.measure_chunk = measure_chunk(self.widths, cfg.inputs.eval_samples, itemsize, memory_budget)
         if self.fast and self.ens.batchnorm:
             raise UserError("training.backend='fast' covers plain ReLU students only; use 'auto' or 'autograd' with student.batchnorm")
         self.steps_per_epoch = math.ceil(cfg.inputs.train_samples / cfg.training.batch_size)
@@ -83,6 +92,7 @@ class Simulation:
         self.first_bad = torch.full((self.ens.K,), -1, dtype=torch.long, device=device)
         self.dead = torch.zeros(self.ens.K, dtype=torch.bool, device=device)
         self._epoch: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        self._workspace: dict = {}  # measurement buffers, reused
 
     # ---- stepping --------------------------------------------------------
     def train_until(self, stop: int, on_step: Callable[[int], None] | None = None) -> None:
@@ -106,7 +116,7 @@ class Simulation:
             for g in self.opt.param_groups:
                 g["lr"] = lr
             if self.fast:
-                loss, grads = loss_and_grads(self.ens.params, x, y, t.loss)
+                loss, grads = loss_and_grads_chunked(self.ens.params, x, y, t.loss, self.step_chunk)
                 for p, g in zip(self.ens.params, grads):
                     p.grad = g
             else:
@@ -136,7 +146,8 @@ class Simulation:
         return new
 
     def snapshot(self) -> Snapshot:
-        snap = measure(self.ens, self.data.x_eval, self.data.y_eval, self.data.teacher_hidden_eval, self.loss_fn, self.step)
+        snap = measure(self.ens, self.data.x_eval, self.data.y_eval, self.data.teacher_hidden_eval, self.step,
+                       member_chunk=self.measure_chunk, workspace=self._workspace)
         self.history.append(snap)
         return snap
 
@@ -195,7 +206,8 @@ def _record(sim: Simulation, snap: Snapshot, rows: list[dict], run_id: str, trai
 def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", device: str = "auto",
                    on_progress: Callable[[int, int], None] | None = None, command: list[str] | None = None,
                    max_steps: int | None = None, force: bool = False,
-                   init_ensemble: Callable[[torch.device, torch.dtype], Ensemble] | None = None) -> Path:
+                   init_ensemble: Callable[[torch.device, torch.dtype], Ensemble] | None = None,
+                   memory_budget: float = DEFAULT_MEMORY_BUDGET) -> Path:
     """Train and measure ``cfg``; returns the run folder ``out/<name>-<hash>``.
 
     A finished run is returned as it is (unless ``force``); an interrupted one resumes.
@@ -218,7 +230,11 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", device: str 
         "version": __version__, "torch": torch.__version__, "device": str(dev),
         "command": command if command is not None else sys.argv, "run": cfg.run_id,
     })
-    sim = Simulation(cfg, dev, ensemble=init_ensemble(dev, getattr(torch, cfg.training.dtype)) if init_ensemble else None)
+    sim = Simulation(cfg, dev, ensemble=init_ensemble(dev, getattr(torch, cfg.training.dtype)) if init_ensemble else None,
+                     memory_budget=memory_budget)
+    after_step = getattr(sim.ens, "after_step", None)  # e.g. a weight-pruned ensemble re-applying its masks
+    if after_step is not None:
+        sim.opt.register_step_post_hook(lambda *_: after_step())
     rows: list[dict] = []
     latest = folder / "checkpoints" / "latest.pt"
     if latest.exists() and not force:
