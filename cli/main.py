@@ -48,7 +48,7 @@ def layer_table(folder: Path) -> Table:
         t.add_row(str(r.layer), str(r.teacher_width), f"{r.best_corr_mean:.4f}", f"{r.best_corr_mean_std:.4f}",
                   f"{r.best_corr_min:.4f}", f"{r.recovered_frac:.2f}", f"{r.covered_frac:.2f}", f"{r.match_count_mean:.1f}")
     losses = final_losses(folder)
-    t.caption = ("best corr: mean over teacher nodes of max_j C[k, j]; >0.95/>0.9: fraction of teacher nodes "
+    t.caption = ("best corr: mean over teacher nodes k of max_j C(k, j); >0.95/>0.9: fraction of teacher nodes "
                  "recovered/covered; matches: students above 0.9 per teacher node.\nfinal loss: "
                  + ", ".join(f"{r.split} {r.mean:.4g}" for r in losses.itertuples()))
     return t
@@ -64,8 +64,13 @@ def run(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     force: bool = typer.Option(False, "--force", help="Train again even if the run already finished."),
     figure: bool = typer.Option(True, "--figure/--no-figure", help="Write best_corr.png into the run folder."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice)."),
 ) -> None:
     """Train an ensemble of students on a teacher and track node alignment."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     from teacherstudent.config import load_config, parse_seeds
     from teacherstudent.simulate import pick_device, run_experiment
     from teacherstudent.store import run_status

@@ -1,0 +1,134 @@
+"""The fast path (hand-written backward, chunking, buffered measurement) against its references."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from teacherstudent.config import load_config
+from teacherstudent.fast import loss_and_grads, loss_and_grads_chunked
+from teacherstudent.measure import correlation
+from teacherstudent.simulate import Simulation
+
+TINY = ["teacher.widths=[4,6,5]", "student.multiplier=3", "inputs.train_samples=300", "inputs.eval_samples=200",
+        "student.seeds=[0,1,2]", "training.batch_size=32", "training.dtype='float64'", "training.epochs=3"]
+
+OPTIONS = {
+    "sgd": [],
+    "momentum+wd": ["training.momentum=0.9", "training.weight_decay=0.01"],
+    "nesterov": ["training.momentum=0.8", "training.nesterov=true"],
+    "adam": ["training.optimizer='adam'", "training.lr=0.003", "training.weight_decay=0.001"],
+    "piecewise": ["training.schedule='piecewise'", "training.milestones={0 = 0.1, 1 = 0.02}"],
+    "cosine": ["training.schedule='cosine'"],
+    "step": ["training.schedule='step'", "training.step_epochs=1", "training.gamma=0.5"],
+    "ce": ["training.loss='ce'", "training.lr=0.2"],
+    "scaled-init": ["student.init='scaled'", "student.init_scale=0.5"],
+}
+
+
+def _sim(extra, backend, budget=1 << 30):
+    cfg = load_config(None, TINY + extra + [f"training.backend='{backend}'"])
+    return Simulation(cfg, torch.device("cpu"), memory_budget=budget)
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_fast_path_equals_autograd(name):
+    fast, ref = _sim(OPTIONS[name], "fast"), _sim(OPTIONS[name], "autograd")
+    assert fast.fast and not ref.fast
+    for sim in (fast, ref):
+        sim.train_until(sim.total_steps)
+    for a, b in zip(fast.ens.params, ref.ens.params):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-10), (a - b).abs().max()
+    assert torch.allclose(fast.loss_sum, ref.loss_sum, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_hand_written_gradients_equal_autograd(loss):
+    sim = _sim([f"training.loss='{loss}'"], "autograd")
+    x, y = sim.data.epoch(0)
+    x, y = x[:32], y[:32]
+    value_ref = sim.loss_fn(sim.ens.output(x, train=True), y)
+    grads_ref = torch.autograd.grad(value_ref.sum(), sim.ens.params)
+    value, grads = loss_and_grads(sim.ens.params, x, y, loss)
+    assert torch.allclose(value, value_ref.detach(), rtol=1e-13, atol=0)
+    for g, r in zip(grads, grads_ref):
+        assert g.shape == r.shape and g.is_contiguous()
+        assert torch.allclose(g, r, rtol=1e-11, atol=1e-14)
+
+
+def test_chunked_step_equals_unchunked():
+    sim = _sim([], "fast")
+    x, y = sim.data.epoch(0)
+    whole = loss_and_grads(sim.ens.params, x[:32], y[:32], "mse")
+    for chunk in (1, 2):
+        part = loss_and_grads_chunked(sim.ens.params, x[:32], y[:32], "mse", chunk)
+        assert torch.equal(part[0], whole[0])
+        assert all(torch.equal(a, b) for a, b in zip(part[1], whole[1]))
+
+
+def test_tiny_memory_budget_chunks_members_and_changes_nothing():
+    big, small = _sim([], "fast"), _sim([], "fast", budget=1)
+    assert small.step_chunk == 1 and small.measure_chunk == 1 and big.step_chunk >= 3
+    for sim in (big, small):
+        sim.train_until(20)
+    assert all(torch.equal(a, b) for a, b in zip(big.ens.params, small.ens.params))
+    s_big, s_small = big.snapshot(), small.snapshot()
+    for a, b in zip(s_big.corr, s_small.corr):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(s_big.eval_loss, s_small.eval_loss, rtol=1e-10)
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_buffered_measurement_equals_plain_forward(loss):
+    sim = _sim([f"training.loss='{loss}'"], "fast")
+    sim.train_until(15)
+    snap = sim.snapshot()
+    snap2 = sim.snapshot()  # buffers reused: same numbers
+    hidden, out = sim.ens.forward(sim.data.x_eval)
+    for l, h in enumerate(hidden):
+        ref = correlation(sim.data.teacher_hidden_eval[l], h)
+        assert torch.allclose(snap.corr[l].double(), ref, atol=1e-6)
+        assert torch.equal(snap.corr[l], snap2.corr[l])
+    assert torch.allclose(snap.eval_loss, sim.loss_fn(out, sim.data.y_eval).double(), rtol=1e-10)
+    if loss == "ce":
+        acc = (out.argmax(-1) == sim.data.y_eval).double().mean(1)
+        assert torch.equal(snap.eval_acc, acc)
+
+
+def test_measurement_of_a_constant_unit_is_zero_not_garbage():
+    sim = _sim([], "fast")
+    with torch.no_grad():  # node 0 of layer 1: no input weights, positive bias -> constant activation
+        sim.ens.weights[1][:, 0, :] = 0
+        sim.ens.biases[1][:, 0] = 3.0
+    snap = sim.snapshot()
+    assert torch.all(snap.corr[1][:, :, 0] == 0)
+
+
+def test_benchmark_suite_runs_and_reports_every_row(tmp_path):
+    from benchmarks.suite import flops_per_student_step, run_suite, write_json
+
+    assert flops_per_student_step([100, 150], 20, 100, 64) == 6 * 64 * (20 * 100 + 100 * 150 + 150 * 100)
+    result = run_suite(quick=True, settings=("default",), members=(2,))
+    kinds = [r["kind"] for r in result["rows"]]
+    assert kinds.count("train") == 3 and "gemm" in kinds and "measure" in kinds and "memory" in kinds
+    for r in result["rows"]:
+        if r["kind"] == "train":
+            assert r["steps_per_s"] > 0 and 0 < r["frac_ceiling"]
+    path = write_json(result, tmp_path / "bench.json")
+    assert json.loads(path.read_text())["machine"]["device"] == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu():
+    extra = ["training.dtype='float64'"]
+    cpu = _sim(extra, "fast")
+    cfg = load_config(None, TINY + extra)
+    gpu = Simulation(cfg, torch.device("cuda"))
+    for sim in (cpu, gpu):
+        sim.train_until(30)
+    for a, b in zip(cpu.ens.params, gpu.ens.params):
+        assert torch.allclose(a, b.cpu(), atol=1e-9)
+    for a, b in zip(cpu.snapshot().corr, gpu.snapshot().corr):
+        assert torch.allclose(a, b, atol=1e-5)
