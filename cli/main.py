@@ -37,6 +37,7 @@ def user_errors(fn):
 
 
 def layer_table(folder: Path) -> Table:
+    from teacherstudent.store import run_status
     from teacherstudent.summary import final_losses, layer_summary
 
     s = layer_summary(folder)
@@ -48,6 +49,9 @@ def layer_table(folder: Path) -> Table:
         t.add_row(str(r.layer), str(r.teacher_width), f"{r.best_corr_mean:.4f}", f"{r.best_corr_mean_std:.4f}",
                   f"{r.best_corr_min:.4f}", f"{r.recovered_frac:.2f}", f"{r.covered_frac:.2f}", f"{r.match_count_mean:.1f}")
     losses = final_losses(folder)
+    for m in run_status(folder).get("members", []):
+        if m.get("status") != "ok":
+            err_console.print(f"warning: member {m['member']} {m['status']}: {m.get('reason', '')}", markup=False)
     t.caption = ("best corr: mean over teacher nodes k of max_j C(k, j); >0.95/>0.9: fraction of teacher nodes "
                  "recovered/covered; matches: students above 0.9 per teacher node.\nfinal loss: "
                  + ", ".join(f"{r.split} {r.mean:.4g}" for r in losses.itertuples()))
@@ -92,7 +96,11 @@ def run(
                 if step % 50 == 0 or step == total:
                     progress.update(task, completed=step, total=total)
 
-            folder = run_experiment(cfg, out, device, on_progress=on_progress, command=sys.argv, force=force)
+            try:
+                folder = run_experiment(cfg, out, device, on_progress=on_progress, command=sys.argv, force=force)
+            except KeyboardInterrupt:
+                err_console.print(f"interrupted: {folder} keeps its last checkpoint; run the same command again to resume")
+                raise typer.Exit(130) from None
     console.print(layer_table(folder))
     if figure:
         from teacherstudent.figures import plot_best_corr

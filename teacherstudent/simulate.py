@@ -247,19 +247,26 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", device: str 
         save_torch(folder / "checkpoints" / "init.pt", {"step": 0, "weights": sim.weights(), "seeds": list(cfg.student.seeds)})
         _record(sim, sim.snapshot(), rows, cfg.run_id, None)
     progress = (lambda s: on_progress(s, sim.total_steps)) if on_progress else None
-    for ev in sim.events:
-        if ev <= sim.step:
-            continue
-        sim.train_until(ev, progress)
-        sim.check_finite()
-        if ev in cfg.training.checkpoint_steps:
-            save_torch(folder / "checkpoints" / f"step_{ev}.pt", {"step": ev, "weights": sim.weights(), "seeds": list(cfg.student.seeds)})
-        if ev in sim.measure_at:
-            _record(sim, sim.snapshot(), rows, cfg.run_id, sim.train_loss())
-            save_torch(latest, {"sim": sim.state_dict(), "rows": rows})
-        if max_steps is not None and ev >= max_steps and ev < sim.total_steps and ev in sim.measure_at:
-            write_json(folder / "status.json", {"state": "interrupted", "step": sim.step, "total_steps": sim.total_steps})
+    saved = sim.step  # the step that checkpoints/latest.pt (or init) holds
+    try:
+        for ev in sim.events:
+            if ev <= sim.step:
+                continue
+            sim.train_until(ev, progress)
+            sim.check_finite()
+            if ev in cfg.training.checkpoint_steps:
+                save_torch(folder / "checkpoints" / f"step_{ev}.pt", {"step": ev, "weights": sim.weights(), "seeds": list(cfg.student.seeds)})
+            if ev in sim.measure_at:
+                _record(sim, sim.snapshot(), rows, cfg.run_id, sim.train_loss())
+                save_torch(latest, {"sim": sim.state_dict(), "rows": rows})
+                saved = sim.step
+            if max_steps is not None and ev >= max_steps and ev < sim.total_steps and ev in sim.measure_at:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        write_json(folder / "status.json", {"state": "interrupted", "step": saved, "total_steps": sim.total_steps})
+        if max_steps is not None and saved >= max_steps:
             return folder
+        raise
     save_torch(folder / "checkpoints" / "final.pt", {"step": sim.step, "weights": sim.weights(), "seeds": list(cfg.student.seeds)})
     write_results(folder, sim, rows)
     first_bad = sim.first_bad.cpu().tolist()
