@@ -138,10 +138,13 @@ def ls(out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds t
     """List runs: id, state, members, steps."""
     from teacherstudent.store import list_runs, read_json, run_status
 
+    folders = list_runs(out)
     t = Table(title=f"runs in {out}/")
-    for col in ["run", "state", "members", "step", "teacher widths", "multiplier"]:
+    # whole run ids (never "default-df25e…"): users pass them to `show`
+    t.add_column("run", no_wrap=True, min_width=max((len(f.name) for f in folders), default=3))
+    for col in ["state", "members", "step", "teacher widths", "multiplier"]:
         t.add_column(col)
-    for folder in list_runs(out):
+    for folder in folders:
         cfg = read_json(folder / "config.json")
         st = run_status(folder)
         t.add_row(folder.name, st.get("state", "?"), str(len(cfg["student"]["seeds"])),

@@ -101,6 +101,12 @@ def correlation_T(t_std_NxM: torch.Tensor, h_KxNxN: torch.Tensor) -> torch.Tenso
     s1 = h_KxNxN.sum(2).double()  # vector_norm and sum are vectorised; var_mean is ~30x slower on CPU
     s2 = torch.linalg.vector_norm(h_KxNxN, dim=2).double().square()
     norm = (s2 - s1.square() / N).clamp_min(0).sqrt()
+    # One-pass variance cancels catastrophically for units with a large mean and a small spread
+    # (float32: error ~ (mean/std)^2 * eps); recompute those few units with the two-pass formula.
+    shaky = (norm.square() < 1e-2 * s2) & (s2 > 0)
+    if shaky.any():
+        rows = h_KxNxN[shaky].double()  # [units, N], a copy of the few affected units only
+        norm[shaky] = (rows - rows.mean(1, keepdim=True)).norm(dim=1)
     C = torch.matmul(h_KxNxN, t_std_NxM) / (norm + EPS).to(h_KxNxN.dtype)[:, :, None]  # [K, n, m]
     C.masked_fill_((norm <= 1e-6 * s1.abs() / N**0.5)[:, :, None], 0.0)
     return C.transpose(1, 2)

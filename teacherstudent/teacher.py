@@ -3,21 +3,25 @@
 Glossary: ``m_l`` teacher width of hidden layer ``l`` (0-based, bottom up), ``W_l`` its
 weights ``[m_l, m_{l-1}]``, ``b_l`` its biases, ``C`` the number of outputs.
 
-Each layer: distinct random rows (discrete set {-1, -0.75, ..., 1} or Gaussian),
-divided by their norm; columns of every layer above the first divided by ``(1+i)^p``
+Each layer: random rows (discrete set {-1, -0.75, ..., 1} or Gaussian), distinct after
+being divided by their norm; columns of every layer above the first divided by ``(1+i)^p``
 (strength decay); optional BatchNorm with fixed reference statistics folded into the
-weights; biases set so each node fires on the requested fraction of reference inputs.
+weights; biases set so each node fires on the requested fraction of reference inputs (a
+row for which no bias can, because the quantile falls on an atom of its pre-activation,
+is drawn again).
 The output layer is standardised to zero mean, unit variance on the reference inputs.
 Everything is float64 and deterministic from ``teacher.seed``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from .config import TeacherConfig
+from .errors import UserError
 from .inputs import InputDistribution
 
 DISCRETE_VALUES = torch.linspace(-1.0, 1.0, 9, dtype=torch.float64)
@@ -57,29 +61,58 @@ class Teacher:
         return self.forward(x_NxD)[1]
 
 
-def _draw_rows(rows: int, cols: int, kind: str, gen: torch.Generator) -> torch.Tensor:
-    """``rows`` distinct non-zero random rows, each divided by its norm."""
+def _direction(r: torch.Tensor) -> tuple[int, ...]:
+    """A discrete row's direction as the primitive integer vector ``4r / gcd``."""
+    ints = [int(v) for v in (r * 4).round().tolist()]
+    g = math.gcd(*ints)
+    return tuple(v // g for v in ints)
+
+
+def _draw_rows(rows: int, cols: int, kind: str, gen: torch.Generator,
+               seen: set[tuple] | None = None) -> torch.Tensor:
+    """``rows`` distinct non-zero random rows, each divided by its norm (distinct also from ``seen``, which grows)."""
     out = torch.empty(rows, cols, dtype=torch.float64)
-    seen: set[tuple[float, ...]] = set()
+    seen = set() if seen is None else seen
     i = 0
     for _ in range(1000 * rows):
         if kind == "discrete":
             r = DISCRETE_VALUES[torch.randint(len(DISCRETE_VALUES), (cols,), generator=gen)]
         else:
             r = torch.randn(cols, generator=gen, dtype=torch.float64)
-        key = tuple(r.tolist())
-        if r.norm() == 0 or key in seen:
+        if r.norm() == 0:
+            continue
+        key = _direction(r) if kind == "discrete" else tuple(r.tolist())
+        if key in seen:  # distinct after normalisation: (0.25, 0.5) and (0.5, 1) are the same row
             continue
         seen.add(key)
         out[i] = r / r.norm()
         i += 1
         if i == rows:
             return out
-    raise ValueError(f"could not draw {rows} distinct rows of length {cols}")
+    raise UserError(f"teacher: could not draw {rows} distinct rows of length {cols} from the discrete set; "
+                    "use teacher.weights='gaussian' or fewer nodes per layer")
 
 
 def _strength(cols: int, p: float) -> torch.Tensor:
     return (1.0 + torch.arange(cols, dtype=torch.float64)) ** -p
+
+
+def _tune_layer(rows: torch.Tensor, h: torch.Tensor, l: int, frac: float, cfg: TeacherConfig
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weights, biases and tuned pre-activations on the reference set ``h`` of hidden layer ``l``."""
+    w = rows * _strength(h.shape[1], cfg.strength_decay) if l > 0 else rows
+    z = h @ w.T
+    if cfg.batchnorm:  # fixed statistics, folded into the weights
+        mu, sd = z.mean(0), z.std(0).clamp_min(1e-12)
+        w = w / sd[:, None]
+        z = (z - mu) / sd
+        b = -mu / sd
+    else:
+        b = torch.zeros(rows.shape[0], dtype=torch.float64)
+    if cfg.bias:
+        shift = -torch.quantile(z, 1.0 - frac, dim=0)
+        b, z = b + shift, z + shift
+    return w, b, z
 
 
 def make_teacher(cfg: TeacherConfig, inputs: InputDistribution) -> Teacher:
@@ -91,20 +124,20 @@ def make_teacher(cfg: TeacherConfig, inputs: InputDistribution) -> Teacher:
     weights, biases = [], []
     h = ref
     for l, (m, frac) in enumerate(zip(cfg.widths, cfg.firing_per_layer)):
-        w = _draw_rows(m, h.shape[1], cfg.weights, gen)
-        if l > 0:
-            w = w * _strength(h.shape[1], cfg.strength_decay)
-        z = h @ w.T
-        if cfg.batchnorm:  # fixed statistics, folded into the weights
-            mu, sd = z.mean(0), z.std(0).clamp_min(1e-12)
-            w = w / sd[:, None]
-            z = (z - mu) / sd
-            b = -mu / sd
+        seen: set[tuple] = set()
+        rows = _draw_rows(m, h.shape[1], cfg.weights, gen, seen)
+        for _ in range(1000):
+            w, b, z = _tune_layer(rows, h, l, frac, cfg)
+            # Below a sparse layer, many inputs switch every node off, so a node's pre-activation has
+            # an atom at 0; when the quantile falls on it no bias gives the requested firing fraction.
+            # Such rows are drawn again (only then: other teachers are unchanged).
+            off = ((z > 0).double().mean(0) - frac).abs() > max(0.01, 2.0 / z.shape[0]) if cfg.bias else None
+            if off is None or not off.any():
+                break
+            rows[off] = _draw_rows(int(off.sum()), h.shape[1], cfg.weights, gen, seen)
         else:
-            b = torch.zeros(m, dtype=torch.float64)
-        if cfg.bias:
-            shift = -torch.quantile(z, 1.0 - frac, dim=0)
-            b, z = b + shift, z + shift
+            raise UserError(f"teacher layer {l}: could not draw rows that fire on {frac} of the reference inputs "
+                            f"(the layer below is too sparse); raise teacher.firing or widen the layer below")
         weights.append(w)
         biases.append(b)
         h = act(z)

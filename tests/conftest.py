@@ -1,0 +1,122 @@
+"""Shared helpers for the test suite: shrunk configs and scratch run folders.
+
+``tiny(...)`` returns the real default config shrunk to something that trains in well under
+a second on one CPU core (two teacher layers [4, 6], 10 outputs, multiplier 3, two student
+seeds, 512 training / 256 evaluation samples, 2 epochs of batch 64 = 16 steps). Extra
+overrides use the CLI's ``--set`` syntax (``"section.key=<TOML literal>"``) or keyword
+arguments with ``__`` for the dot (``training__dtype="float64"``); later ones win.
+
+    cfg = tiny()                                      # the shrunk default
+    cfg = tiny("student.multiplier=5", training__dtype="float64")
+    args = [a for s in tiny_overrides("training.epochs=1") for a in ("--set", s)]  # for the CLI
+
+Fixtures: ``tiny_config`` (the ``tiny`` factory itself), ``tmp_runs`` (an empty runs root
+under ``tmp_path``) and ``finished_run`` (one finished tiny run per session, read-only by
+convention: copy it with ``shutil.copytree`` before damaging it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from teacherstudent.config import ExperimentConfig, build_config, parse_value
+
+# Dotted field -> value: the shrunk default every fast test starts from.
+TINY: dict[str, Any] = {
+    "teacher.widths": [4, 6],
+    "teacher.outputs": 10,
+    "teacher.reference_samples": 2000,
+    "student.multiplier": 3,
+    "student.seeds": [0, 1],
+    "inputs.train_samples": 512,
+    "inputs.eval_samples": 256,
+    "training.epochs": 2,
+}
+
+
+def toml_literal(value: Any) -> str:
+    """A Python value as the TOML literal ``--set`` expects (ints, floats, bools, strings, lists, dicts)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return ("-" if value < 0 else "") + ("nan" if math.isnan(value) else "inf")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_literal(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"no TOML literal for {value!r}")
+
+
+def _merged(overrides: tuple[str, ...], fields: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(TINY)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        assert sep, f"override {item!r} is not section.key=value"
+        merged[key.strip()] = parse_value(value.strip())
+    for key, value in fields.items():
+        merged[key.replace("__", ".")] = value
+    return merged
+
+
+def tiny_overrides(*overrides: str, **fields: Any) -> list[str]:
+    """The shrunk default plus ``overrides`` as ``section.key=value`` strings (for ``--set``/``load_config``)."""
+    return [f"{k}={toml_literal(v)}" for k, v in _merged(overrides, fields).items()]
+
+
+def tiny(*overrides: str, **fields: Any) -> ExperimentConfig:
+    """The shrunk default config plus ``overrides`` (``"a.b=1"`` strings, or ``a__b=1`` keywords)."""
+    data: dict[str, Any] = {}
+    for key, value in _merged(overrides, fields).items():
+        node = data
+        *sections, last = key.split(".")
+        for s in sections:
+            node = node.setdefault(s, {})
+        node[last] = value
+    return build_config(data)
+
+
+def tiny_via_load_config(*overrides: str, **fields: Any) -> ExperimentConfig:
+    """Same as ``tiny`` but through ``load_config``'s override parser (as the CLI does)."""
+    from teacherstudent.config import load_config
+
+    return load_config(None, tiny_overrides(*overrides, **fields))
+
+
+@pytest.fixture
+def tiny_config():
+    """The ``tiny`` factory: ``tiny_config()`` is the shrunk default, ``tiny_config("student.multiplier=5")`` a variant."""
+    return tiny
+
+
+@pytest.fixture
+def tmp_runs(tmp_path: Path) -> Path:
+    """An empty, not yet existing runs root (``run_experiment`` creates it)."""
+    return tmp_path / "runs"
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """One finished run of ``tiny()`` on CPU, shared by the session: do not modify it."""
+    from teacherstudent.simulate import run_experiment
+
+    root = tmp_path_factory.mktemp("shared_runs")
+    return run_experiment(tiny(), root, device="cpu", command=["pytest"])
+
+
+def file_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (relative path -> bytes): compare before/after to prove nothing changed."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+__all__ = ["TINY", "file_bytes", "tiny", "tiny_overrides", "tiny_via_load_config", "toml_literal"]

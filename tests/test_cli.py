@@ -1,0 +1,248 @@
+"""The ``teacherstudent`` command line (typer's CliRunner): happy paths and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import click
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from cli.main import app
+from teacherstudent.simulate import run_experiment
+
+from conftest import file_bytes, tiny, tiny_overrides
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def sets(*overrides: str) -> list[str]:
+    return [a for s in tiny_overrides(*overrides) for a in ("--set", s)]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def flat(text: str) -> str:
+    """Output without whitespace (rich wraps long lines and paths at the terminal width)."""
+    return "".join(text.split())
+
+
+def assert_user_error(result, *fragments: str) -> str:
+    """Exit 2, one line on stderr starting with 'error:', nothing on stdout, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def runs_root(tmp_path, finished_run) -> Path:
+    """A runs root holding a copy of the session's finished run and an interrupted run."""
+    root = tmp_path / "runs"
+    shutil.copytree(finished_run, root / finished_run.name)
+    run_experiment(tiny("training.epochs=3"), root, device="cpu", max_steps=8, command=["pytest"])
+    return root
+
+
+# ---- happy paths -----------------------------------------------------------------------------------
+
+def test_run_prints_the_table_and_folder_and_writes_the_figure(tmp_path):
+    out = tmp_path / "runs"
+    result = invoke("run", "--out", out, "--device", "cpu", *sets(), "--set", "student.multiplier=2", "--seeds", "4-5")
+    assert result.exit_code == 0, result.output
+    cfg = tiny("student.multiplier=2", "student.seeds=[4, 5]")
+    folder = out / cfg.run_id
+    assert json.loads((folder / "config.json").read_text()) == cfg.model_dump(mode="json")
+    assert json.loads((folder / "status.json").read_text())["state"] == "finished"
+    text = result.stdout
+    assert "teacher-node recovery" in text
+    header = next(line for line in text.splitlines() if "best corr" in line and "layer" in line)
+    assert all(col in header for col in ("min", ">0.95", ">0.9", "matches"))
+    table_rows = [line for line in text.splitlines() if line.startswith("│")]
+    assert [r.split("│")[1].strip() for r in table_rows] == ["0", "1"]
+    assert [r.split("│")[2].strip() for r in table_rows] == ["4", "6"]  # teacher widths
+    assert "final loss" in text
+    assert "results:" + str(folder) in flat(text)
+    assert (folder / "best_corr.png").read_bytes().startswith(PNG)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["version"]
+
+    again = invoke("run", "--out", out, "--device", "cpu", *sets(), "--set", "student.multiplier=2", "--seeds", "4,5")
+    assert again.exit_code == 0
+    assert "alreadyfinished" in flat(again.stdout) and "teacher-node recovery" in again.stdout
+
+
+def test_run_from_a_toml_file_without_figure(tmp_path):
+    path = tmp_path / "exp.toml"
+    path.write_text('name = "fromfile"\n[student]\nmultiplier = 2\nseeds = [1]\n')
+    out = tmp_path / "runs"
+    result = invoke("run", path, "--out", out, "--device", "cpu", "--no-figure",
+                    *sets("student.multiplier=2", "student.seeds=[1]"))
+    assert result.exit_code == 0, result.output
+    [folder] = list(out.iterdir())
+    assert folder.name.startswith("fromfile-")
+    assert not (folder / "best_corr.png").exists()
+    assert json.loads((folder / "config.json").read_text())["student"]["seeds"] == [1]
+
+
+def test_show_ls_and_figure(runs_root, finished_run):
+    run_id = finished_run.name
+    shown = invoke("show", run_id, "--out", runs_root)
+    assert shown.exit_code == 0, shown.output
+    assert run_id in flat(shown.stdout) and "teacher-node recovery" in shown.stdout
+    assert "results:" + str(runs_root / run_id) in flat(shown.stdout)
+    by_prefix = invoke("show", run_id[:14], "--out", runs_root)  # a unique prefix
+    assert by_prefix.exit_code == 0 and flat(by_prefix.stdout) == flat(shown.stdout)
+    by_path = invoke("show", runs_root / run_id)
+    assert by_path.exit_code == 0
+
+    listed = invoke("ls", "--out", runs_root)
+    assert listed.exit_code == 0, listed.output
+    text = flat(listed.stdout)
+    assert run_id in text and "finished" in text and "interrupted" in text and "16/16" in text
+
+    png = runs_root / run_id / "best_corr.png"
+    png.unlink(missing_ok=True)
+    drawn = invoke("figure", run_id, "--out", runs_root)
+    assert drawn.exit_code == 0, drawn.output
+    assert png.read_bytes().startswith(PNG)
+    assert str(png) in flat(drawn.stdout)
+
+
+def test_ls_of_an_empty_or_missing_root(tmp_path):
+    result = invoke("ls", "--out", tmp_path / "none")
+    assert result.exit_code == 0
+
+
+def all_command_paths() -> list[list[str]]:
+    """Every command and sub-command of the app, as argument lists."""
+    paths: list[list[str]] = [[]]
+
+    def walk(cmd, prefix: list[str]) -> None:
+        if hasattr(cmd, "list_commands"):  # a group (typer vendors its own click classes)
+            ctx = type(cmd).context_class(cmd) if hasattr(type(cmd), "context_class") else click.Context(cmd)
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                paths.append(prefix + [name])
+                walk(sub, prefix + [name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+def test_every_command_has_help():
+    paths = all_command_paths()
+    names = {p[0] for p in paths if p}
+    assert {"run", "show", "figure", "ls"} <= names
+    for path in paths:
+        result = invoke(*path, "--help")
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage" in result.stdout and "--help" in result.stdout
+
+
+# ---- bad input: exit 2, one line, nothing touched -------------------------------------------------------
+
+BAD_RUNS = {
+    "invalid value": (["--set", "student.multiplier=0"], ["student.multiplier"]),
+    "unknown key": (["--set", "student.multiplyer=3"], ["student.multiplyer", "unknown key"]),
+    "malformed --set": (["--set", "student.multiplier"], ["section.key=value"]),
+    "unknown device": (["--device", "tpu"], ["tpu"]),
+    "bad seeds": (["--seeds", "3-1"], ["--seeds", "3-1"]),
+    "bad seeds word": (["--seeds", "all"], ["--seeds"]),
+    "duplicate seeds": (["--seeds", "1,1"], ["student.seeds"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RUNS))
+def test_bad_run_input_is_one_line_exit_2_and_touches_nothing(runs_root, case):
+    extra, fragments = BAD_RUNS[case]
+    before = file_bytes(runs_root)
+    # the otherwise valid config of the interrupted run: a working command would resume it
+    args = ["run", "--out", runs_root, *sets("training.epochs=3"), *extra]
+    if "--device" not in extra:
+        args += ["--device", "cpu"]
+    assert_user_error(invoke(*args), *fragments)
+    assert file_bytes(runs_root) == before
+
+
+def test_malformed_toml_file(runs_root, tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[student\nmultiplier = 3\n")
+    before = file_bytes(runs_root)
+    assert_user_error(invoke("run", path, "--out", runs_root, "--device", "cpu"), str(path), "TOML")
+    assert file_bytes(runs_root) == before
+
+
+def test_missing_config_file(runs_root, tmp_path):
+    before = file_bytes(runs_root)
+    assert_user_error(invoke("run", tmp_path / "nope.toml", "--out", runs_root, "--device", "cpu"), "nope.toml")
+    assert file_bytes(runs_root) == before
+
+
+def test_cuda_without_cuda(runs_root, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    before = file_bytes(runs_root)
+    assert_user_error(invoke("run", "--out", runs_root, *sets("training.epochs=3"), "--device", "cuda"), "cuda")
+    assert_user_error(invoke("run", "--out", runs_root, *sets("training.epochs=3"), "--device", "cuda:1"), "cuda")
+    assert file_bytes(runs_root) == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_run_on_cuda(tmp_path):
+    result = invoke("run", "--out", tmp_path, "--device", "cuda", *sets())
+    assert result.exit_code == 0, result.output
+    [folder] = list(tmp_path.iterdir())
+    assert json.loads((folder / "meta.json").read_text())["device"].startswith("cuda")
+
+
+def test_show_of_a_missing_run(runs_root):
+    before = file_bytes(runs_root)
+    assert_user_error(invoke("show", "nosuchrun", "--out", runs_root), "nosuchrun")
+    assert_user_error(invoke("figure", "nosuchrun", "--out", runs_root), "nosuchrun")
+    assert_user_error(invoke("show", "default-", "--out", runs_root), "several")  # ambiguous prefix
+    assert file_bytes(runs_root) == before
+
+
+def test_show_of_an_unfinished_run(runs_root):
+    run_id = tiny("training.epochs=3").run_id
+    before = file_bytes(runs_root)
+    assert_user_error(invoke("show", run_id, "--out", runs_root), "metrics.parquet", "interrupted")
+    assert file_bytes(runs_root) == before
+
+
+@pytest.mark.parametrize("damage", ["truncated metrics", "garbage config", "empty metrics"])
+def test_show_of_a_corrupted_run(runs_root, finished_run, damage):
+    folder = runs_root / finished_run.name
+    if damage == "truncated metrics":
+        path = folder / "metrics.parquet"
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    elif damage == "empty metrics":
+        (folder / "metrics.parquet").write_bytes(b"")
+    else:
+        (folder / "config.json").write_text("{ this is not json")
+    before = file_bytes(runs_root)
+    assert_user_error(invoke("show", finished_run.name, "--out", runs_root), "corrupted")
+    if damage == "garbage config":
+        assert_user_error(invoke("ls", "--out", runs_root), "corrupted")
+    else:  # the figure needs only the metrics
+        assert_user_error(invoke("figure", finished_run.name, "--out", runs_root), "corrupted")
+    assert file_bytes(runs_root) == before
+
+
+def test_run_over_a_corrupted_status_is_a_user_error(runs_root, finished_run):
+    (runs_root / finished_run.name / "status.json").write_text("garbage")
+    before = file_bytes(runs_root)
+    assert_user_error(invoke("run", "--out", runs_root, "--device", "cpu", *sets()), "corrupted")
+    assert file_bytes(runs_root) == before
