@@ -54,7 +54,7 @@ class TeacherConfig(_Section):
             raise ValueError(f"firing has {len(fr)} values but the teacher has {len(self.widths)} hidden layers")
         if any(not 0 < f < 1 for f in fr):
             raise ValueError(f"firing fractions must lie in (0, 1), got {list(fr)}")
-        if not self.bias and self.firing != 0.5:
+        if not self.bias and any(f != 0.5 for f in fr):
             raise ValueError("firing fractions need biases: drop teacher.firing or set teacher.bias=true")
         return self
 

@@ -139,7 +139,9 @@ def measure(ens, x_eval: torch.Tensor, y_eval: torch.Tensor, teacher_hidden: lis
     ws = workspace if workspace is not None else {}
     chunk = member_chunk or members_per_chunk([w.shape[1] for w in ens.weights], x_eval.shape[0], x_eval.element_size())
     t_std = ws.get("teacher")
-    if t_std is None or t_std[0].shape[0] != x_eval.shape[0]:
+    key = tuple(t.data_ptr() for t in teacher_hidden) + (y_eval.data_ptr(),)
+    if t_std is None or ws.get("teacher_key") != key:
+        ws["teacher_key"] = key
         t_std = ws["teacher"] = [standardize(t, 0) for t in teacher_hidden]  # [N, m]
         ws["y_T"] = None if y_eval.dtype == torch.long else y_eval.T.contiguous()
     corr: list[list[torch.Tensor]] = [[] for _ in teacher_hidden]
