@@ -1,0 +1,192 @@
+"""``teacherstudent probe ...``: lottery-ticket and re-initialisation probes of a finished run.
+
+Each command calls one library function (``teacherstudent.probes``), shows a progress bar
+per probe and closes with a table comparing the probes with the parent. Probes are child
+run folders next to the parent; asking for a finished probe again reuses it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="Lottery-ticket and re-initialisation probes of a finished run (SCIENCE.md section 5).",
+                  no_args_is_help=True)
+console = Console()
+
+RUN = typer.Argument(..., help="Parent run: folder, run id or unique prefix.")
+OUT = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders (probes are written there too).")
+DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or mps.")
+SET = typer.Option([], "--set", help="Override training.* or measure.* of the probes, e.g. --set training.epochs=10.")
+
+
+def user_errors(fn):
+    """cli.main's handler (one line, exit 2), looked up at call time so this module imports on its own."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from cli.main import user_errors as handler
+
+        return handler(fn)(*args, **kwargs)
+    return wrapper
+
+
+class _Bars:
+    """One progress bar per probe label, fed by the library's ``on_progress(label, step, total)``."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.tasks = progress, {}
+
+    def __call__(self, label: str, step: int, total: int) -> None:
+        if label not in self.tasks:
+            self.tasks[label] = self.progress.add_task(label, total=total)
+        if step % 50 == 0 or step == total:
+            self.progress.update(self.tasks[label], completed=step, total=total)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def _print_table(t: Table) -> None:
+    """Tables are wide: in a terminal they fit its width; piped (or captured) they get 150 columns."""
+    (console if console.is_terminal else Console(width=150)).print(t)
+
+
+def _f(v, spec: str = ".3f") -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def comparison_table(folders: list[Path], kind: str) -> Table:
+    """Parent first, then each probe: widths, losses, best correlation per layer, overlap."""
+    from teacherstudent.probes import compare
+
+    df = compare(folders)
+    layers = sorted(int(c[len("corr_L"):]) for c in df.columns if c.startswith("corr_L"))
+    t = Table(title=f"{folders[0].name} and its {kind} probes (means over {int(df.members.iloc[0])} members)",
+              box=box.SIMPLE_HEAD, pad_edge=False)
+    t.caption_justify = "left"
+    extra = ({"lucky_jaccard": "lucky J", "winners_kept_frac": "win kept", "same_winner_frac": "same win"}
+             if kind == "lottery" else
+             {"winners_reinit_frac": "win reinit", "same_winner_frac": "same win",
+              "delay_0.95_steps": "delay .95", "lost_0.95_frac": "lost .95"})
+    labels = [escape(p.removeprefix(f"{kind} ")) for p in df.probe]
+    t.add_column("probe", min_width=min(max(map(len, labels)), 48))
+    for col in ["widths", "train", "eval", "± seeds", *[f"L{l}" for l in layers], *extra.values()]:
+        t.add_column(col, justify="right", no_wrap=True, min_width=max(len(w) for w in col.split()))
+    for label, r in zip(labels, df.to_dict("records")):
+        widths = "/".join(_f(r.get(f"width_L{l}"), ".0f") for l in layers)
+        t.add_row(label, widths, _f(r.get("train_loss"), ".3g"), _f(r.get("eval_loss"), ".3g"),
+                  _f(r.get("eval_loss_std"), ".2g"), *[_f(r.get(f"corr_L{l}")) for l in layers],
+                  *[_f(r.get(c), ".1f" if c.startswith("delay") else ".2f") for c in extra])
+    t.caption = ("train/eval: final losses; Ll: mean over teacher nodes of the best correlation in hidden layer l; "
+                 + ("lucky J: Jaccard overlap of the kept nodes with the parent's winners; win kept: fraction of "
+                    "teacher nodes whose parent winner was kept; " if kind == "lottery" else
+                    "win reinit: fraction of teacher nodes whose parent winner was re-randomised; delay .95: "
+                    "mean extra steps to reach 0.95 (nodes recovered in both); lost .95: recovered in the parent, "
+                    "not here; ")
+                 + "same win: fraction of teacher nodes won by the same parent node.")
+    return t
+
+
+def _parse_layers(text: Optional[str]) -> Optional[list[int]]:
+    from teacherstudent.errors import UserError
+
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"bad --layers {text!r}: list hidden layers like 0,1") from None
+
+
+@app.command()
+@user_errors
+def lottery(
+    run: str = RUN,
+    keep: float = typer.Option(..., "--keep", help="Fraction of nodes (or weights, with --by magnitude) to keep, in (0, 1]."),
+    by: list[str] = typer.Option(..., "--by", help="fanout, alignment, random (nodes) or magnitude (weights); repeatable."),
+    scope: str = typer.Option("layer", "--scope", help="layer: keep the fraction of each layer; global: of all layers together."),
+    rewind: list[str] = typer.Option(["init"], "--rewind", help="init, step:K, reinit or rescaled; repeatable."),
+    rounds: int = typer.Option(1, "--rounds", help="Iterative pruning rounds (IMP); --keep is what is left after the last."),
+    seed: int = typer.Option(0, "--seed", help="Seed of random selection and of fresh weights (--by random, --rewind reinit)."),
+    set_: list[str] = SET,
+    out: Path = OUT,
+    device: str = DEVICE,
+) -> None:
+    """Prune a finished run to the nodes (or weights) chosen --by, rewind and retrain; compare with the parent."""
+    from teacherstudent.probes import run_lottery
+    from teacherstudent.probes.lottery import lottery_configs
+    from teacherstudent.probes.runs import finished_parent
+
+    parent, pcfg = finished_parent(run, out)
+    plan = [(b, r) for b in by for r in rewind]
+    if seed != 0 and not any(b == "random" or r == "reinit" for b, r in plan):
+        from teacherstudent.errors import UserError
+
+        raise UserError("--seed only matters for --by random or --rewind reinit; drop it")
+    for b, r in plan:  # every bad option fails before anything trains
+        lottery_configs(parent, pcfg, keep, b, scope, r, rounds, seed if b == "random" or r == "reinit" else 0, set_)
+    folders = []
+    with _progress() as progress:
+        bars = _Bars(progress)
+        for b, r in plan:
+            folders += run_lottery(parent, keep, b, scope, r, rounds, seed if b == "random" or r == "reinit" else 0,
+                                   out, device, set_, on_progress=bars, command=sys.argv)
+    _print_table(comparison_table([parent, *folders], "lottery"))
+    console.print("results: " + ", ".join(str(f) for f in folders))
+
+
+@app.command()
+@user_errors
+def reinit(
+    run: str = RUN,
+    nodes: list[str] = typer.Option(["winners"], "--nodes",
+                                    help="winners (the parent's lucky nodes) or random (as many non-winners); repeatable."),
+    layers: Optional[str] = typer.Option(None, "--layers", help="Hidden layers to touch, e.g. 0,1 (default: all)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fresh weights and of the random choice."),
+    set_: list[str] = SET,
+    out: Path = OUT,
+    device: str = DEVICE,
+) -> None:
+    """Re-randomise the fan-in of chosen nodes of the parent's initialisation, train again, compare."""
+    from teacherstudent.probes import run_reinit
+    from teacherstudent.probes.runs import finished_parent
+
+    parent, _ = finished_parent(run, out)
+    layer_list = _parse_layers(layers)
+    folders = []
+    with _progress() as progress:
+        bars = _Bars(progress)
+        for n in nodes:
+            folders.append(run_reinit(parent, n, layer_list, seed, out, device, set_, on_progress=bars, command=sys.argv))
+    _print_table(comparison_table([parent, *folders], "reinit"))
+    console.print("results: " + ", ".join(str(f) for f in folders))
+
+
+@app.command()
+@user_errors
+def show(run: str = RUN, out: Path = OUT) -> None:
+    """Compare a run with every finished probe of it."""
+    from teacherstudent.probes import probes_of
+    from teacherstudent.probes.report import describe
+    from teacherstudent.probes.runs import finished_parent, run_config
+
+    parent, _ = finished_parent(run, out)
+    found = sorted(probes_of(parent), key=describe)
+    for kind in ("lottery", "reinit"):
+        mine = [f for f in found if run_config(f).probe.kind == kind]
+        if mine:
+            _print_table(comparison_table([parent, *mine], kind))
+    if not found:
+        console.print(f"{parent.name} has no finished probes; make one with `teacherstudent probe lottery` or `probe reinit`.")

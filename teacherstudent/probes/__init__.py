@@ -1,0 +1,19 @@
+"""Lottery-ticket and re-initialisation probes on finished runs (SCIENCE.md section 5).
+
+One file per concept: ``select`` (what to keep: fan-out, alignment, random, magnitude;
+per layer or global), ``prune`` (physically smaller or masked students), ``rewind``
+(init, step:K, reinit, rescaled), ``lottery`` (prune-rewind-retrain, iterative rounds),
+``reinit`` (re-randomise chosen nodes at initialisation), ``runs`` (child run folders
+linked to their parent), ``report`` (overlap with lucky nodes, summaries, comparisons).
+
+Glossary: ``K`` members, ``n_l`` student width of hidden layer ``l`` in the parent,
+``c_l`` nodes kept, ``kept[l]``: ``[K, c_l]`` parent indices of the kept nodes, lucky
+nodes ``j*(k)``: each teacher node's final winner in the parent.
+"""
+
+from .lottery import run_lottery
+from .reinit import run_reinit
+from .report import compare, member_summary, paired
+from .runs import probes_of
+
+__all__ = ["compare", "member_summary", "paired", "probes_of", "run_lottery", "run_reinit"]

@@ -1,0 +1,125 @@
+"""Lottery-ticket probes: prune a finished run, rewind, retrain (SCIENCE.md section 5).
+
+``run_lottery(parent, keep, by, ...)`` makes ``rounds`` child runs. Round ``r`` scores the
+nodes (or weights) of the previous round's trained students (round 1: the parent's),
+keeps ``keep ** (r / rounds)`` of the parent's nodes (weights), and trains the pruned
+students from the rewind point of the *parent* (``init``, ``step:K``, ``rescaled``) or
+from fresh weights (``reinit``) with the parent's data, order and schedule. Node
+pruning removes nodes for real (narrower matrices); weight pruning keeps masks applied.
+Late rewinding starts the parent's schedule afresh from the step-``K`` weights.
+A finished probe is reused, not trained again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..config import ExperimentConfig
+from ..ensemble import Ensemble
+from ..errors import UserError
+from ..inputs import input_dim
+from ..simulate import pick_device, run_experiment
+from ..store import load_torch
+from . import report
+from .prune import MaskedEnsemble, fan_in_of_masks, fan_in_of_nodes, node_masks, prune_nodes, rescale, widths_of
+from .rewind import checkpoint_state, fresh_params, rewind_step
+from .runs import annotate, child_config, finished_parent, is_complete, load_probe
+from .select import RULES, SCOPES, alignment_scores, fanout_scores, random_scores, select_nodes, select_weights
+
+Progress = Callable[[str, int, int], None]
+
+
+def _check(keep: float, by: str, scope: str, rounds: int) -> None:
+    if not 0 < keep <= 1:
+        raise UserError(f"--keep must lie in (0, 1] (a fraction of the nodes or weights to keep), got {keep:g}")
+    if by not in RULES:
+        raise UserError(f"unknown selection --by {by!r}; known: {', '.join(RULES)}")
+    if scope not in SCOPES:
+        raise UserError(f"unknown --scope {scope!r}; known: {', '.join(SCOPES)}")
+    if rounds < 1:
+        raise UserError(f"--rounds must be at least 1, got {rounds}")
+
+
+def lottery_configs(parent: Path, parent_cfg: ExperimentConfig, keep: float, by: str, scope: str = "layer",
+                    rewind: str = "init", rounds: int = 1, seed: int = 0,
+                    overrides: list[str] | None = None) -> list[ExperimentConfig]:
+    """The child configs of every round, after checking every option and that the parent
+    kept the rewind checkpoint (nothing is run)."""
+    _check(keep, by, scope, rounds)
+    step = rewind_step(rewind)
+    if step:
+        checkpoint_state(parent, step)
+    base = {"kind": "lottery", "by": by, "keep": keep, "scope": scope, "rewind": rewind, "rounds": rounds, "seed": seed}
+    return [child_config(parent_cfg, {**base, "round": r}, overrides) for r in range(1, rounds + 1)]
+
+
+def run_lottery(run: str | Path, keep: float, by: str, scope: str = "layer", rewind: str = "init", rounds: int = 1,
+                seed: int = 0, root: str | Path = "runs", device: str = "auto", overrides: list[str] | None = None,
+                on_progress: Progress | None = None, command: list[str] | None = None) -> list[Path]:
+    """Prune, rewind and retrain a finished run; returns the child run folder of every round."""
+    parent, pcfg = finished_parent(run, root)
+    cfgs = lottery_configs(parent, pcfg, keep, by, scope, rewind, rounds, seed, overrides)
+    pick_device(device)
+    folders, source = [], parent
+    for cfg in cfgs:
+        folder = parent.parent / cfg.run_id
+        if not is_complete(folder):
+            _round(cfg, parent, pcfg, source, device, on_progress, command)
+        folders.append(folder)
+        source = folder
+    return folders
+
+
+def _round(cfg: ExperimentConfig, parent: Path, pcfg: ExperimentConfig, source: Path, device: str,
+           on_progress: Progress | None, command: list[str] | None) -> None:
+    p = cfg.probe
+    L, seeds, bn = len(pcfg.teacher.widths), pcfg.student.seeds, pcfg.student.batchnorm
+    widths = [pcfg.student.multiplier * m for m in pcfg.teacher.widths]
+    d, outputs = input_dim(pcfg.inputs, pcfg.teacher.d), pcfg.teacher.outputs
+    keep_r = p.keep ** (p.round / p.rounds)
+    prev = load_probe(source) if source != parent else None
+    src = load_torch(source / "checkpoints" / "final.pt")["weights"][:2 * (L + 1)]
+    masks = kept = None
+    if p.by == "magnitude":
+        masks = select_weights(src[0::2], keep_r, p.scope, prev["masks"] if prev else None)
+        chosen = [masks[l].any(2) & masks[l + 1].any(1) for l in range(L)]  # nodes with fan-in and fan-out left
+        node_map = [torch.arange(n).repeat(len(seeds), 1) for n in widths]
+        extra_rows = {"kept_weight_frac": [m.double().mean((1, 2)) for m in masks[:L]]}
+    else:
+        scores = {"fanout": lambda: fanout_scores(src), "alignment": lambda: alignment_scores(source),
+                  "random": lambda: random_scores(widths_of(src), seeds, p.seed, p.round)}[p.by]()
+        idx = select_nodes(scores, keep_r, p.scope, widths)
+        kept = [prev["node_map"][l].gather(1, i) if prev else i for l, i in enumerate(idx)]
+        chosen, node_map, extra_rows = node_masks(kept, widths), kept, None
+
+    def init_ensemble(dev: torch.device, dtype: torch.dtype) -> Ensemble:
+        if p.rewind == "reinit":
+            state = fresh_params(pcfg, widths if masks is not None else [k.shape[1] for k in kept], p.seed, p.round)
+            fresh_bn = True
+        else:
+            state = checkpoint_state(parent, rewind_step(p.rewind))
+            if kept is not None:
+                state = prune_nodes(state, kept, bn)
+            if p.rewind == "rescaled":
+                fan_kept = fan_in_of_masks(masks) if masks is not None else fan_in_of_nodes(kept, d, outputs)
+                state = rescale(state[:2 * (L + 1)], [d, *widths], fan_kept) + state[2 * (L + 1):]
+            fresh_bn = False
+        params = [t.to(dev, dtype).clone() for t in state[:2 * (L + 1)]]
+        ens = MaskedEnsemble(params, bn, masks) if masks is not None else Ensemble(params, bn)
+        if not fresh_bn:
+            ens.load_state([t.to(dev, dtype) for t in state])
+            if masks is not None:
+                ens.after_step()
+        return ens
+
+    label = report.describe_probe(cfg.model_dump(mode="json")["probe"])
+    progress = (lambda s, t: on_progress(label, s, t)) if on_progress else None
+    folder = run_experiment(cfg, parent.parent, device, on_progress=progress, command=command, init_ensemble=init_ensemble)
+    lucky_masks, winners = report.lucky(parent, seeds, widths)
+    rows = report.selection_rows(cfg.run_id, seeds, "kept", chosen, lucky_masks, winners, extra_rows)
+    info = {"parent": parent.name, "source": source.name, "kind": "lottery", "round": p.round, "keep_this_round": keep_r,
+            "kept_nodes": [c.sum(1).tolist() for c in chosen], "physical_widths": [n.shape[1] for n in node_map]}
+    annotate(folder, parent, node_map, {"kept": chosen}, rows, info, {"masks": masks, "kept": kept})
