@@ -14,9 +14,11 @@ import torch
 
 from .config import ExperimentConfig
 from .inputs import InputDistribution
+from .labels import relabel
 from .teacher import Teacher
 
 TRAIN, EVAL, ORDER, FRESH = 1, 2, 3, 4
+PERMUTE = 5  # label permutation of inputs.labels='permuted' (6 is lucky.py's noise)
 
 
 def generator(*key: int) -> torch.Generator:
@@ -48,22 +50,25 @@ class DataSource:
         self.cfg, self.teacher, self.inputs = cfg, teacher, inputs
         self.device, self.dtype = device, dtype
         seed = cfg.inputs.seed
-        x_eval = inputs.sample(cfg.inputs.eval_samples, generator(seed, EVAL))
+        x_eval = inputs.sample(cfg.inputs.eval_samples, generator(seed, EVAL), split="eval")
         hidden, _ = teacher.forward(x_eval)
         self.x_eval = self._put(x_eval)
         self.y_eval = self._put(label(teacher, x_eval, cfg.training.loss))
         self.teacher_hidden_eval = [self._put(h) for h in hidden]
-        self._fixed = None if cfg.inputs.fresh else self._labelled(generator(seed, TRAIN))
+        self._fixed = None if cfg.inputs.fresh else self._labelled(generator(seed, TRAIN), generator(seed, PERMUTE))
 
     def _put(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device, self.dtype if t.is_floating_point() else t.dtype)
 
-    def _labelled(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _labelled(self, gen: torch.Generator, label_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.inputs.sample(self.cfg.inputs.train_samples, gen)
-        return self._put(x), self._put(label(self.teacher, x, self.cfg.training.loss))
+        y = relabel(self.cfg.inputs, label(self.teacher, x, self.cfg.training.loss), label_gen)
+        return self._put(x), self._put(y)
 
     def epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training inputs and labels of ``epoch``, already in this epoch's order."""
-        x, y = self._fixed if self._fixed is not None else self._labelled(generator(self.cfg.inputs.seed, FRESH, epoch))
-        perm = torch.randperm(x.shape[0], generator=generator(self.cfg.inputs.seed, ORDER, epoch)).to(self.device)
+        seed = self.cfg.inputs.seed
+        x, y = self._fixed if self._fixed is not None else self._labelled(generator(seed, FRESH, epoch),
+                                                                          generator(seed, PERMUTE, epoch))
+        perm = torch.randperm(x.shape[0], generator=generator(seed, ORDER, epoch)).to(self.device)
         return x[perm], y[perm]

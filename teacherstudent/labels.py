@@ -1,0 +1,46 @@
+"""Label regimes (``inputs.labels``): structured versus random data of the same size.
+
+- ``teacher``: every sample is labelled by the teacher (structured data: a small teacher).
+- ``wide_teacher``: an independent teacher ``inputs.wide_factor`` times wider in every
+  hidden layer (own seed, same generator settings) labels training and evaluation data,
+  and it is the teacher the students are measured against; the student keeps the width
+  ``student.multiplier * teacher.widths``, so with ``wide_factor >= multiplier`` the
+  teacher is as wide as the student ("random data": each teacher node needs its own
+  student).
+- ``permuted``: the training labels are the teacher's, randomly permuted across the
+  training samples (pure memorisation: no function of x explains them); the evaluation
+  labels stay the teacher's, so the evaluation loss measures generalisation to the
+  teacher. With ``inputs.fresh`` every epoch's fresh set is permuted anew.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .config import ExperimentConfig, InputsConfig
+from .inputs import InputDistribution
+from .teacher import Teacher, make_teacher
+
+WIDE_TAG = 0x31DE  # mixes into the wide teacher's seed
+
+
+def wide_seed(seed: int) -> int:
+    """The wide teacher's seed: a fixed function of ``teacher.seed``, independent of it as a stream."""
+    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, WIDE_TAG]).generate_state(1, np.uint64)[0])
+
+
+def data_teacher(cfg: ExperimentConfig, inputs: InputDistribution) -> Teacher:
+    """The teacher that labels the data of ``cfg`` (and that its students are measured against)."""
+    if cfg.inputs.labels != "wide_teacher":
+        return make_teacher(cfg.teacher, inputs)
+    t = cfg.teacher
+    wide = t.model_copy(update={"widths": tuple(w * cfg.inputs.wide_factor for w in t.widths), "seed": wide_seed(t.seed)})
+    return make_teacher(wide, inputs)
+
+
+def relabel(cfg: InputsConfig, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Training labels under the regime: ``y`` permuted along samples for ``permuted``, else ``y`` itself."""
+    if cfg.labels != "permuted":
+        return y
+    return y[torch.randperm(y.shape[0], generator=gen)]
