@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .main import app, console, user_errors
+from .common import console, user_errors
+from .main import app
 
 
 def _f(v: float, fmt: str) -> str:

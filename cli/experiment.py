@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .common import console, user_errors
+
 app = typer.Typer(help="Named experiments: analysis/<name>.py with its base config analysis/<name>.toml.",
                   no_args_is_help=True)
-console = Console()
 
 ROOT_HELP = "Folder of experiment files (default: the checkout's analysis/)."
 
 
-def user_errors(fn):
-    """cli.main's handler (one line, exit 2), looked up at call time so this module imports on its own."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from cli.main import user_errors as handler
-
-        return handler(fn)(*args, **kwargs)
-    return wrapper
 
 
 def frame_table(df, title: str) -> Table:

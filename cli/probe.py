@@ -7,7 +7,6 @@ run folders next to the parent; asking for a finished probe again reuses it.
 
 from __future__ import annotations
 
-import functools
 import math
 import sys
 from pathlib import Path
@@ -15,14 +14,14 @@ from typing import Optional
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .common import console, user_errors
+
 app = typer.Typer(help="Lottery-ticket and re-initialisation probes of a finished run (SCIENCE.md section 5).",
                   no_args_is_help=True)
-console = Console()
 
 RUN = typer.Argument(..., help="Parent run: folder, run id or unique prefix.")
 OUT = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders (probes are written there too).")
@@ -30,14 +29,6 @@ DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or mps.")
 SET = typer.Option([], "--set", help="Override training.* or measure.* of the probes, e.g. --set training.epochs=10.")
 
 
-def user_errors(fn):
-    """cli.main's handler (one line, exit 2), looked up at call time so this module imports on its own."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from cli.main import user_errors as handler
-
-        return handler(fn)(*args, **kwargs)
-    return wrapper
 
 
 class _Bars:
@@ -60,7 +51,7 @@ def _progress() -> Progress:
 
 def _print_table(t: Table) -> None:
     """Tables are wide: in a terminal they fit its width; piped (or captured) they get 150 columns."""
-    (console if console.is_terminal else Console(width=150)).print(t)
+    console.print(t)
 
 
 def _f(v, spec: str = ".3f") -> str:

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
+from .common import console, user_errors
+
 app = typer.Typer(help="Inspect the teacher of a config (no training).", no_args_is_help=True)
-console = Console()
 
 
-def user_errors(fn):
-    """cli.main's handler (one line, exit 2), looked up at call time so this module imports on its own."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from cli.main import user_errors as handler
-
-        return handler(fn)(*args, **kwargs)
-    return wrapper
 
 
 def _fmt(v: float, spec: str = ".3f") -> str:

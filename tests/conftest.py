@@ -114,6 +114,16 @@ def finished_run(tmp_path_factory) -> Path:
     return run_experiment(tiny(), root, device="cpu", command=["pytest"])
 
 
+def pre_activations(teacher, x):
+    """``z_l = h_{l-1} W_l^T + b_l`` of every hidden layer, recomputed by hand from the teacher's weights."""
+    zs, h = [], x
+    for w, b in zip(teacher.weights[:-1], teacher.biases[:-1]):
+        z = h @ w.T + b
+        zs.append(z)
+        h = teacher.act(z)
+    return zs
+
+
 def file_bytes(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` (relative path -> bytes): compare before/after to prove nothing changed."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny
+from conftest import pre_activations, tiny
 
 from teacherstudent.config import ExperimentConfig
 from teacherstudent.data import DataSource, generator
@@ -30,15 +30,6 @@ def teacher_of(cfg: ExperimentConfig):
 def fresh_x(inputs, n: int = 20_000) -> torch.Tensor:
     return inputs.sample(n, generator(123, 7))
 
-
-def pre_activations(teacher, x: torch.Tensor) -> list[torch.Tensor]:
-    """The teacher's hidden pre-activations, recomputed by hand from its weights."""
-    zs, h = [], x
-    for w, b in zip(teacher.weights[:-1], teacher.biases[:-1]):
-        z = h @ w.T + b
-        zs.append(z)
-        h = teacher.act(z)
-    return zs
 
 
 # ---- teacher -------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import pre_activations
 
 from teacherstudent.config import load_config
 from teacherstudent.errors import UserError
@@ -28,15 +29,6 @@ def reference_set(cfg, inputs) -> torch.Tensor:
 def fresh_inputs(inputs, n: int = FRESH, seed: int = 12345) -> torch.Tensor:
     return inputs.sample(n, torch.Generator().manual_seed(seed))
 
-
-def pre_activations(teacher, x: torch.Tensor) -> list[torch.Tensor]:
-    """``z_l = h_{l-1} W_l^T + b_l`` of every hidden layer."""
-    zs, h = [], x
-    for w, b in zip(teacher.weights[:-1], teacher.biases[:-1]):
-        z = h @ w.T + b
-        zs.append(z)
-        h = teacher.act(z)
-    return zs
 
 
 def is_discrete_direction(row: torch.Tensor) -> bool:
