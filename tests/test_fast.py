@@ -132,3 +132,16 @@ def test_cuda_matches_cpu():
         assert torch.allclose(a, b.cpu(), atol=1e-9)
     for a, b in zip(cpu.snapshot().corr, gpu.snapshot().corr):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_training_state_grows_linearly_in_members():
+    """Parameters, gradients and optimiser state per member do not depend on K (no hidden copies)."""
+    def state_bytes(K):
+        cfg = load_config(None, TINY[:-2] + [f"student.seeds={list(range(K))}", "training.momentum=0.9"])
+        sim = Simulation(cfg, torch.device("cpu"))
+        sim.train_until(3)
+        tensors = list(sim.ens.state()) + [p.grad for p in sim.ens.params]
+        tensors += [v for s in sim.opt.state.values() for v in s.values() if torch.is_tensor(v)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+    one = state_bytes(1)
+    assert state_bytes(4) == 4 * one and state_bytes(7) == 7 * one
