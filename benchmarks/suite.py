@@ -49,7 +49,9 @@ class Row:
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def _best_time(fn, repeats: int, device: torch.device) -> float:
@@ -141,6 +143,9 @@ def run_suite(quick: bool = False, device: str = "cpu", settings: tuple[str, ...
             fl = flops_per_student_step([10 * w for w in widths], 20, 100, 64)
             rates = {}
             for path, backend in (("fast", "fast"), ("autograd", "autograd")):
+                sim = None  # free the previous simulation before measuring this one's peak
+                if dev.type == "cuda":  # the peak reported for this (setting, K), not the largest one so far
+                    torch.cuda.reset_peak_memory_stats(dev)
                 sim = Simulation(_config(widths, K, backend), dev)
                 rates[path] = _ensemble_rate(sim, steps, repeats)
                 if path == "fast":

@@ -120,7 +120,7 @@ def figure(run: str = typer.Argument(..., help="Run folder, run id or unique pre
 @user_errors
 def ls(out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders.")) -> None:
     """List runs: id, state, members, steps."""
-    from teacherstudent.store import list_runs, read_json, run_status
+    from teacherstudent.store import list_runs, read_config, run_status
 
     folders = list_runs(out)
     t = Table(title=f"runs in {out}/")
@@ -129,7 +129,7 @@ def ls(out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds t
     for col in ["state", "members", "step", "teacher widths", "multiplier"]:
         t.add_column(col)
     for folder in folders:
-        cfg = read_json(folder / "config.json")
+        cfg = read_config(folder)
         st = run_status(folder)
         t.add_row(folder.name, st.get("state", "?"), str(len(cfg["student"]["seeds"])),
                   f"{st.get('step', 0)}/{st.get('total_steps', '?')}", str(cfg["teacher"]["widths"]),

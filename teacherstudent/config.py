@@ -13,15 +13,21 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from .errors import UserError
 
 
+# Seeds go to torch.Generator.manual_seed, which takes 64-bit integers.
+Seed = Annotated[int, Field(ge=-(2**63), lt=2**64, description="a 64-bit integer seed")]
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # inf and nan are never meaningful values here (inf passes gt=0 checks and only fails later, mid-run)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class TeacherConfig(_Section):
@@ -38,7 +44,7 @@ class TeacherConfig(_Section):
     batchnorm: bool = False
     leaky_slope: float = Field(0.0, ge=0, lt=1)
     reference_samples: int = Field(10_000, ge=100)
-    seed: int = 0
+    seed: Seed = 0
 
     @field_validator("widths")
     @classmethod
@@ -73,7 +79,7 @@ class InputsConfig(_Section):
     train_samples: int = Field(100_000, gt=0, description="N, the fixed training-set size (or samples per epoch with fresh=true)")
     fresh: bool = Field(False, description="draw N fresh samples every epoch instead of a fixed set")
     eval_samples: int = Field(10_240, ge=16)
-    seed: int = 0
+    seed: Seed = 0
     # kind-specific (teacherstudent/inputs.py): setting another kind's field is an error
     n_clusters: int = Field(10, ge=1, description="clusters: number of equally likely Gaussian clusters")
     cluster_std: float = Field(1.0, ge=0, description="clusters: per-coordinate std of each cluster")
@@ -109,7 +115,7 @@ class StudentConfig(_Section):
     """Over-parameterised students: same depth as the teacher, widths times ``multiplier``."""
 
     multiplier: int = Field(10, ge=1)
-    seeds: tuple[int, ...] = Field((0, 1, 2, 3), min_length=1, description="one ensemble member per seed")
+    seeds: tuple[Seed, ...] = Field((0, 1, 2, 3), min_length=1, description="one ensemble member per seed")
     init: Literal["pytorch", "scaled"] = "pytorch"
     init_scale: float = Field(1.0, gt=0, description="with init='scaled': weights drawn N(0, init_scale^2 / fan_in)")
     batchnorm: bool = False
@@ -133,7 +139,7 @@ class TrainingConfig(_Section):
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
     schedule: Literal["constant", "piecewise", "cosine", "step"] = "constant"
     milestones: dict[int, float] = Field(default_factory=dict, description="piecewise: {epoch: lr}, e.g. {0: 0.2, 20: 0.1}")
     step_epochs: int = Field(10, gt=0, description="step schedule: multiply lr by gamma every step_epochs epochs")

@@ -16,9 +16,9 @@ def measure_steps(m: MeasureConfig, steps_per_epoch: int, total: int) -> set[int
         steps = set(range(0, total + 1, m.every_steps))
     else:
         steps = {0} | {int(s) for s in np.unique(np.round(np.logspace(0, np.log10(max(total, 1)), m.log_points)))}
-    late = [s for s in m.corr_steps if s > total]
+    late = [s for s in m.corr_steps if s > total or s < 0]
     if late:
-        raise UserError(f"measure.corr_steps {late} lie beyond the last step {total}; drop them or train longer")
+        raise UserError(f"measure.corr_steps {late} lie outside 0..{total} (the last step); drop them or train longer")
     return {s for s in steps if s <= total} | set(m.corr_steps) | {0, total}
 
 

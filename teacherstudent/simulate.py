@@ -49,6 +49,11 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device {name!r} asked for but this torch build sees no CUDA GPU; use --device cpu or auto")
+    if name.startswith("cuda:"):
+        index, count = name.removeprefix("cuda:"), torch.cuda.device_count()
+        if not index.isdigit() or int(index) >= count:
+            raise UserError(f"device {name!r} does not exist: this machine has {count} CUDA GPU(s), "
+                            f"cuda:0..cuda:{count - 1}; use --device cuda or cuda:<index>")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserError("device 'mps' asked for but it is not available here; use --device cpu or auto")
     return torch.device(name)
@@ -224,12 +229,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", device: str 
         stored = read_json(folder / "config.json")
         if stored != cfg.model_dump(mode="json"):
             raise UserError(f"{folder} holds a different config; remove the folder or change name")
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "config.json", cfg.model_dump(mode="json"))
-    write_json(folder / "meta.json", {
-        "version": __version__, "torch": torch.__version__, "device": str(dev),
-        "command": command if command is not None else sys.argv, "run": cfg.run_id,
-    })
+    # Everything that can refuse the config or the folder's checkpoint runs before the first write,
+    # so bad input leaves no half-made run folder and touches no existing one.
     sim = Simulation(cfg, dev, ensemble=init_ensemble(dev, getattr(torch, cfg.training.dtype)) if init_ensemble else None,
                      memory_budget=memory_budget)
     after_step = getattr(sim.ens, "after_step", None)  # e.g. a weight-pruned ensemble re-applying its masks
@@ -239,8 +240,21 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", device: str 
     latest = folder / "checkpoints" / "latest.pt"
     if latest.exists() and not force:
         st = load_torch(latest)
-        sim.load_state_dict(st["sim"])
-        rows = st["rows"]
+        try:
+            sim.load_state_dict(st["sim"])
+            rows = list(st["rows"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
+            raise UserError(f"checkpoint {latest} does not hold this run's state ({type(err).__name__}: {err}); "
+                            "delete it to start the run again") from None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the run folder {folder} ({err.strerror}); pass a writable folder with --out") from None
+    write_json(folder / "config.json", cfg.model_dump(mode="json"))
+    write_json(folder / "meta.json", {
+        "version": __version__, "torch": torch.__version__, "device": str(dev),
+        "command": command if command is not None else sys.argv, "run": cfg.run_id,
+    })
     t0 = time.perf_counter()
     write_json(folder / "status.json", {"state": "running", "step": sim.step, "total_steps": sim.total_steps})
     if sim.step == 0 and not sim.history:

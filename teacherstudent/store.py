@@ -24,11 +24,19 @@ from .errors import UserError
 TABLES = ("metrics", "teacher_nodes", "student_nodes")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0o600 files; results should read like any other file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -61,12 +69,32 @@ def save_torch(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path) -> dict[str, Any]:
+    """A run folder's JSON file; every one of them (config, meta, status, probe) holds one JSON object."""
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path} is missing: the run folder is incomplete; delete it and run again") from None
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        raise UserError(f"{path} is corrupted ({err}); delete the run folder and run again") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} is corrupted (it holds a JSON {type(obj).__name__}, not an object); "
+                        "delete the run folder and run again")
+    return obj
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """``config.json`` of a run folder, checked to be a complete, valid experiment config."""
+    from .config import ExperimentConfig, build_config
+
+    path = folder / "config.json"
+    data = read_json(path)
+    missing = [k for k in ExperimentConfig.model_fields if k != "probe" and k not in data]  # run_experiment writes them all
+    if missing:
+        raise UserError(f"{path} is corrupted (no {', '.join(missing)}); delete the run folder and run again")
+    try:
+        return build_config(data).model_dump(mode="json")  # as run_experiment wrote it (every field)
+    except UserError as err:
         raise UserError(f"{path} is corrupted ({err}); delete the run folder and run again") from None
 
 
@@ -120,7 +148,7 @@ def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> None:
 def flat_config(folder: Path) -> dict[str, Any]:
     """The run's full config as ``{"student.multiplier": 10, ...}`` (lists and dicts as JSON text)."""
     out: dict[str, Any] = {}
-    _flatten("", read_json(folder / "config.json"), out)
+    _flatten("", read_config(folder), out)
     return out
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UserError
-from .store import read_json, run_status
+from .store import read_config, run_status
 
+COLUMNS = {"metrics": ("run", "member", "step", "epoch", "split", "layer", "metric", "value")}
 LAYER_METRICS = ["best_corr_mean", "best_corr_min", "recovered_frac", "covered_frac", "match_count_mean"]
 
 
@@ -18,9 +19,13 @@ def read_table(folder: Path, table: str) -> pd.DataFrame:
         state = run_status(folder).get("state")
         raise UserError(f"{folder} has no {table}.parquet (run state: {state}); finish it with `teacherstudent run` first")
     try:
-        return pd.read_parquet(path)
+        df = pd.read_parquet(path)
     except Exception as err:
         raise UserError(f"{path} is corrupted ({type(err).__name__}); delete the run folder and run again") from None
+    missing = [c for c in COLUMNS.get(table, ()) if c not in df.columns]
+    if missing:
+        raise UserError(f"{path} is corrupted (no column {', '.join(missing)}); delete the run folder and run again")
+    return df
 
 
 def layer_summary(folder: Path) -> pd.DataFrame:
@@ -28,10 +33,12 @@ def layer_summary(folder: Path) -> pd.DataFrame:
     (``best_corr_mean_std`` is the spread of ``best_corr_mean`` over members)."""
     m = read_table(folder, "metrics")
     last = m[(m.step == m.step.max()) & m.layer.notna() & m.metric.isin(LAYER_METRICS)]
-    wide = last.pivot_table(index=["layer", "member"], columns="metric", values="value").reset_index()
+    # dropna=False: a metric that is NaN for every member (all diverged) stays a NaN column, not a missing one
+    wide = last.pivot_table(index=["layer", "member"], columns="metric", values="value", dropna=False).reset_index()
+    wide = wide.reindex(columns=["layer", "member", *LAYER_METRICS])
     out = wide.groupby("layer")[LAYER_METRICS].mean()
     out["best_corr_mean_std"] = wide.groupby("layer")["best_corr_mean"].std(ddof=0)
-    teacher_widths = read_json(folder / "config.json")["teacher"]["widths"]
+    teacher_widths = read_config(folder)["teacher"]["widths"]
     out.insert(0, "teacher_width", [teacher_widths[int(l)] for l in out.index])
     return out.reset_index()
 
