@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich import box
@@ -27,8 +27,6 @@ RUN = typer.Argument(..., help="Parent run: folder, run id or unique prefix.")
 OUT = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders (probes are written there too).")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or mps.")
 SET = typer.Option([], "--set", help="Override training.* or measure.* of the probes, e.g. --set training.epochs=10.")
-
-
 
 
 class _Bars:
@@ -90,6 +88,17 @@ def comparison_table(folders: list[Path], kind: str) -> Table:
     return t
 
 
+def _train_and_compare(parent: Path, kind: str, jobs: list[Callable[[_Bars], list[Path]]]) -> None:
+    """Run each probe job under one progress display, then print the comparison table and the folders."""
+    folders: list[Path] = []
+    with _progress() as progress:
+        bars = _Bars(progress)
+        for job in jobs:
+            folders += job(bars)
+    _print_table(comparison_table([parent, *folders], kind))
+    console.print("results: " + ", ".join(str(f) for f in folders))
+
+
 def _parse_layers(text: Optional[str]) -> Optional[list[int]]:
     from teacherstudent.errors import UserError
 
@@ -128,14 +137,10 @@ def lottery(
         raise UserError("--seed only matters for --by random or --rewind reinit; drop it")
     for b, r in plan:  # every bad option fails before anything trains
         lottery_configs(parent, pcfg, keep, b, scope, r, rounds, seed if b == "random" or r == "reinit" else 0, set_)
-    folders = []
-    with _progress() as progress:
-        bars = _Bars(progress)
-        for b, r in plan:
-            folders += run_lottery(parent, keep, b, scope, r, rounds, seed if b == "random" or r == "reinit" else 0,
-                                   out, device, set_, on_progress=bars, command=sys.argv)
-    _print_table(comparison_table([parent, *folders], "lottery"))
-    console.print("results: " + ", ".join(str(f) for f in folders))
+    _train_and_compare(parent, "lottery", [
+        lambda bars, b=b, r=r: run_lottery(parent, keep, b, scope, r, rounds, seed if b == "random" or r == "reinit" else 0,
+                                           out, device, set_, on_progress=bars, command=sys.argv)
+        for b, r in plan])
 
 
 @app.command()
@@ -152,17 +157,19 @@ def reinit(
 ) -> None:
     """Re-randomise the fan-in of chosen nodes of the parent's initialisation, train again, compare."""
     from teacherstudent.probes import run_reinit
+    from teacherstudent.probes.reinit import NODES
     from teacherstudent.probes.runs import finished_parent
 
     parent, _ = finished_parent(run, out)
     layer_list = _parse_layers(layers)
-    folders = []
-    with _progress() as progress:
-        bars = _Bars(progress)
-        for n in nodes:
-            folders.append(run_reinit(parent, n, layer_list, seed, out, device, set_, on_progress=bars, command=sys.argv))
-    _print_table(comparison_table([parent, *folders], "reinit"))
-    console.print("results: " + ", ".join(str(f) for f in folders))
+    unknown = [n for n in nodes if n not in NODES]
+    if unknown:  # every bad option fails before anything trains
+        from teacherstudent.errors import UserError
+
+        raise UserError(f"unknown --nodes {unknown[0]!r}; known: {', '.join(NODES)}")
+    _train_and_compare(parent, "reinit", [
+        lambda bars, n=n: [run_reinit(parent, n, layer_list, seed, out, device, set_, on_progress=bars, command=sys.argv)]
+        for n in nodes])
 
 
 @app.command()

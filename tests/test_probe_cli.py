@@ -65,6 +65,7 @@ def test_reinit_and_show(parent):
     (["lottery", "{parent}", "--keep", "0.5", "--by", "size"], "unknown selection --by 'size'"),
     (["lottery", "{parent}", "--keep", "0.5", "--by", "fanout", "--set", "student.multiplier=2"], "may change only"),
     (["reinit", "{parent}", "--nodes", "lucky"], "unknown --nodes"),
+    (["reinit", "{parent}", "--nodes", "random", "--nodes", "lucky", "--layers", "1"], "unknown --nodes"),  # before any trains
     (["reinit", "{parent}", "--layers", "0,x"], "bad --layers"),
     (["reinit", "{parent}", "--layers", "3"], "--layers must list distinct hidden layers"),
 ])
