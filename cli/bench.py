@@ -29,6 +29,9 @@ def bench_table(result: dict) -> Table:
                       _f(100 * r["frac_ceiling"], ".0f"), _f(r["vs_reference"], ".2f"), _f(r["vs_original"], ".1f"))
     notes = []
     for r in rows:
+        if r["kind"] == "gemm" and "start_gflops" in r["extra"]:
+            notes.append(f"GEMM ceiling: the larger of {r['extra']['start_gflops']:.1f} GFLOP/s measured at the start "
+                         f"and {r['extra']['end_gflops']:.1f} at the end of the run")
         if r["kind"] == "measure":
             e = r["extra"]
             notes.append(f"measurement (K={r['K']}, {e['eval_samples']} eval samples): {e['measure_s'] * 1e3:.0f} ms = "
@@ -36,7 +39,7 @@ def bench_table(result: dict) -> Table:
         if r["kind"] == "memory":
             e = r["extra"]
             notes.append(f"memory/member {r['setting']} K={r['K']}: {e['total_bytes'] / 2**20:.2f} MiB "
-                         f"(params {e['params_bytes'] / 2**20:.2f}, optimiser {e['optimizer_bytes'] / 2**20:.2f}, "
+                         f"(params {e['params_bytes'] / 2**20:.2f}, gradients {e['grads_bytes'] / 2**20:.2f}, optimiser {e['optimizer_bytes'] / 2**20:.2f}, "
                          f"step activations {e['step_activation_bytes'] / 2**20:.2f})"
                          + (f", CUDA peak {e['cuda_peak_bytes'] / 2**20:.2f}" if "cuda_peak_bytes" in e else ""))
     t.caption = "\n".join(notes + ["× original: against 300 student-steps/s quoted for the original research code on this machine class."])

@@ -1,6 +1,6 @@
 """teacherstudent: a teacher-student training-dynamics simulator for deep ReLU networks."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .config import ExperimentConfig, load_config  # noqa: E402
 from .errors import UserError  # noqa: E402

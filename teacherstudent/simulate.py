@@ -21,7 +21,7 @@ from .config import ExperimentConfig
 from .data import DataSource
 from .ensemble import Ensemble
 from .errors import UserError
-from .fast import loss_and_grads_chunked, members_per_chunk
+from .fast import loss_and_grads_chunked, members_per_chunk, sgd_step_chunked
 from .inputs import make_inputs
 from .labels import data_teacher
 from .lucky import plant_lucky
@@ -83,10 +83,13 @@ class Simulation:
         itemsize = self.ens.params[0].element_size()
         self.step_chunk = members_per_chunk(self.widths, outputs, cfg.training.batch_size, itemsize, memory_budget)
         self.measure_chunk = measure_chunk(self.widths, cfg.inputs.eval_samples, itemsize, memory_budget)
+        # plain SGD on the fast path: the update is fused into the backward (fast.sgd_step), no gradients kept
+        t = cfg.training
+        self.fused_sgd = self.fast and t.optimizer == "sgd" and t.momentum == 0 and t.weight_decay == 0
+        self._after_step = getattr(self.ens, "after_step", None)
         if self.fast and self.ens.batchnorm:
             raise UserError("training.backend='fast' covers plain ReLU students only; use 'auto' or 'autograd' with student.batchnorm")
         self.steps_per_epoch = math.ceil(cfg.inputs.train_samples / cfg.training.batch_size)
-        t = cfg.training
         self.total_steps = t.steps if t.steps is not None else t.epochs * self.steps_per_epoch
         self.measure_at = measure_steps(cfg.measure, self.steps_per_epoch, self.total_steps)
         self.events = event_steps(cfg, self.steps_per_epoch, self.total_steps)
@@ -98,6 +101,7 @@ class Simulation:
         self.dead = torch.zeros(self.ens.K, dtype=torch.bool, device=device)
         self._epoch: tuple[int, torch.Tensor, torch.Tensor] | None = None
         self._workspace: dict = {}  # measurement buffers, reused
+        self._grads: list[torch.Tensor] | None = None  # fast-path gradient buffers, reused
 
     # ---- stepping --------------------------------------------------------
     def train_until(self, stop: int, on_step: Callable[[int], None] | None = None) -> None:
@@ -112,6 +116,7 @@ class Simulation:
             return
         losses = torch.empty(stop - start, self.ens.K, dtype=self.dtype, device=self.device)
         dead = self.dead.view(-1, 1) if bool(self.dead.any()) else None
+        dead_idx = self.dead.nonzero().flatten() if dead is not None else None
         while self.step < stop:
             epoch, pos = divmod(self.step, self.steps_per_epoch)
             if self._epoch is None or self._epoch[0] != epoch:
@@ -120,18 +125,30 @@ class Simulation:
             lr = lr_at(t, self.step, self.steps_per_epoch, self.total_steps)
             for g in self.opt.param_groups:
                 g["lr"] = lr
-            if self.fast:
-                loss, grads = loss_and_grads_chunked(self.ens.params, x, y, t.loss, self.step_chunk)
+            if self.fused_sgd:
+                frozen = [p[dead_idx].clone() for p in self.ens.params] if dead is not None else None
+                loss = sgd_step_chunked(self.ens.params, x, y, t.loss, lr, self.step_chunk)
+                if frozen is not None:  # a stopped member does not move
+                    with torch.no_grad():
+                        for p, f in zip(self.ens.params, frozen):
+                            p[dead_idx] = f
+            elif self.fast:
+                if self._grads is None:  # written in place every step (see fast.loss_and_grads)
+                    self._grads = [torch.empty_like(p) for p in self.ens.params]
+                loss, grads = loss_and_grads_chunked(self.ens.params, x, y, t.loss, self.step_chunk, self._grads)
                 for p, g in zip(self.ens.params, grads):
                     p.grad = g
             else:
                 loss = self.loss_fn(self.ens.output(x, train=True), y)
                 self.opt.zero_grad(set_to_none=True)
                 loss.sum().backward()
-            if dead is not None:  # a stopped member's gradients are zero: it no longer moves
-                for p in self.ens.trainable:
-                    p.grad = torch.where(dead.view(-1, *[1] * (p.dim() - 1)), 0.0, p.grad)
-            self.opt.step()
+            if not self.fused_sgd:
+                if dead is not None:  # a stopped member's gradients are zero: it no longer moves
+                    for p in self.ens.trainable:
+                        p.grad = torch.where(dead.view(-1, *[1] * (p.dim() - 1)), 0.0, p.grad)
+                self.opt.step()
+            if self._after_step is not None:  # e.g. a weight-pruned ensemble re-applying its masks
+                self._after_step()
             losses[self.step - start] = loss.detach()
             self.step += 1
             if on_step is not None:
@@ -233,12 +250,13 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", device: str 
     # so bad input leaves no half-made run folder and touches no existing one.
     sim = Simulation(cfg, dev, ensemble=init_ensemble(dev, getattr(torch, cfg.training.dtype)) if init_ensemble else None,
                      memory_budget=memory_budget)
-    after_step = getattr(sim.ens, "after_step", None)  # e.g. a weight-pruned ensemble re-applying its masks
-    if after_step is not None:
-        sim.opt.register_step_post_hook(lambda *_: after_step())
     rows: list[dict] = []
     latest = folder / "checkpoints" / "latest.pt"
     if latest.exists() and not force:
+        started_by = read_json(folder / "meta.json").get("version") if (folder / "meta.json").exists() else None
+        if started_by != __version__:
+            raise UserError(f"{folder} was started by teacherstudent {started_by}, this is {__version__}: resuming would "
+                            f"mix two versions' training numerics; finish it with {started_by} or start again with --force")
         st = load_torch(latest)
         try:
             sim.load_state_dict(st["sim"])

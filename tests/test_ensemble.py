@@ -305,8 +305,9 @@ def test_first_bad_step_is_the_step_that_went_non_finite():
     assert sim.first_bad.tolist() == [-1, -1, 10]
 
 
-def test_run_experiment_records_a_diverged_member_and_finishes_the_others(tmp_runs):
-    cfg = tiny("student.seeds=[0, 1, 2]")
+@pytest.mark.parametrize("optimizer", [[], ["training.momentum=0.9"]], ids=["fused-sgd", "momentum"])
+def test_run_experiment_records_a_diverged_member_and_finishes_the_others(tmp_runs, optimizer):
+    cfg = tiny("student.seeds=[0, 1, 2]", *optimizer)
 
     def init_ensemble(device, dtype):
         probe = Simulation(cfg, device)  # the ordinary initial students, then poison seed 1

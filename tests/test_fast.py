@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from teacherstudent.config import load_config
-from teacherstudent.fast import loss_and_grads, loss_and_grads_chunked
+from teacherstudent.fast import loss_and_grads, loss_and_grads_chunked, sgd_step, sgd_step_chunked
 from teacherstudent.measure import correlation
 from teacherstudent.simulate import Simulation
 
@@ -37,6 +37,7 @@ def _sim(extra, backend, budget=1 << 30):
 def test_fast_path_equals_autograd(name):
     fast, ref = _sim(OPTIONS[name], "fast"), _sim(OPTIONS[name], "autograd")
     assert fast.fast and not ref.fast
+    assert fast.fused_sgd == (name not in ("momentum+wd", "nesterov", "adam"))  # both fast variants are covered
     for sim in (fast, ref):
         sim.train_until(sim.total_steps)
     for a, b in zip(fast.ens.params, ref.ens.params):
@@ -66,6 +67,36 @@ def test_chunked_step_equals_unchunked():
         part = loss_and_grads_chunked(sim.ens.params, x[:32], y[:32], "mse", chunk)
         assert torch.equal(part[0], whole[0])
         assert all(torch.equal(a, b) for a, b in zip(part[1], whole[1]))
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_fused_sgd_step_equals_gradients_then_torch_sgd(loss):
+    """The update fused into the backward equals loss_and_grads + torch.optim.SGD, step after step."""
+    fused, plain = _sim([f"training.loss='{loss}'"], "fast"), _sim([f"training.loss='{loss}'"], "fast")
+    opt = torch.optim.SGD(plain.ens.params, lr=0.05)
+    x, y = fused.data.epoch(0)
+    for i in range(8):
+        xb, yb = x[32 * i:32 * (i + 1)], y[32 * i:32 * (i + 1)]
+        v_fused = sgd_step(fused.ens.params, xb, yb, loss, 0.05)
+        v_plain, grads = loss_and_grads(plain.ens.params, xb, yb, loss)
+        for p, g in zip(plain.ens.params, grads):
+            p.grad = g
+        opt.step()
+        assert torch.equal(v_fused, v_plain) if i == 0 else torch.allclose(v_fused, v_plain, rtol=1e-12, atol=0)
+    init = _sim([f"training.loss='{loss}'"], "fast").ens.params
+    for a, b, a0 in zip(fused.ens.params, plain.ens.params, init):
+        assert not torch.allclose(a, a0, rtol=0, atol=1e-6)  # every tensor moved
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14), (a - b).abs().max()
+
+
+def test_fused_sgd_chunked_equals_unchunked():
+    whole, parts = _sim([], "fast"), _sim([], "fast")
+    x, y = whole.data.epoch(0)
+    for i in range(3):
+        v1 = sgd_step(whole.ens.params, x[32 * i:32 * (i + 1)], y[32 * i:32 * (i + 1)], "mse", 0.1)
+        v2 = sgd_step_chunked(parts.ens.params, x[32 * i:32 * (i + 1)], y[32 * i:32 * (i + 1)], "mse", 0.1, 2)
+        assert torch.equal(v1, v2)
+    assert all(torch.equal(a, b) for a, b in zip(whole.ens.params, parts.ens.params))
 
 
 def test_tiny_memory_budget_chunks_members_and_changes_nothing():

@@ -306,6 +306,21 @@ def test_a_folder_with_a_different_config_is_refused(tmp_runs):
     assert file_bytes(folder) == before
 
 
+def test_a_run_started_by_another_version_is_not_resumed(tmp_runs):
+    cfg = tiny()
+    folder = run_experiment(cfg, tmp_runs, device="cpu", max_steps=8)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["version"] = "0.0.1"
+    (folder / "meta.json").write_text(json.dumps(meta))
+    before = file_bytes(folder)
+    with pytest.raises(UserError, match="started by teacherstudent 0.0.1") as ei:
+        run_experiment(cfg, tmp_runs, device="cpu")
+    assert "--force" in str(ei.value) and "\n" not in str(ei.value)
+    assert file_bytes(folder) == before
+    run_experiment(cfg, tmp_runs, device="cpu", force=True)  # starting again is allowed
+    assert json.loads((folder / "status.json").read_text())["state"] == "finished"
+
+
 def test_no_temporary_files_are_left_behind(store_run, tmp_path):
     cfg = tiny(*RESUME)
     run_experiment(cfg, tmp_path, device="cpu", max_steps=8)
