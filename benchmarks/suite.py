@@ -11,7 +11,7 @@ Rows:
 - ``memory``: bytes per member (parameters, gradients, optimiser state, step activations),
   counted from tensor sizes; on CUDA also the allocator's measured peak.
 
-Timings take the best of a few repeats (the machine is shared and noisy).
+Timings take the best of a few repeats (5 in a full run; the machine is shared and noisy).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def run_suite(quick: bool = False, device: str = "cpu", settings: tuple[str, ...
               members: tuple[int, ...] = (1, 8, 32), progress=None) -> dict:
     """Measure everything; returns ``{"machine": ..., "rows": [...]}`` (also what ``--json`` writes)."""
     dev = torch.device(device)
-    repeats = 2 if quick else 3
+    repeats = 2 if quick else 5  # best of several: neighbours on a shared machine come and go
     rows: list[Row] = []
     ceiling_start = gemm_ceiling(dev, repeats=repeats)
     for setting in settings:
