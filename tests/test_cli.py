@@ -6,7 +6,6 @@ import json
 import shutil
 from pathlib import Path
 
-import click
 import pytest
 import torch
 import typer
@@ -132,7 +131,7 @@ def all_command_paths() -> list[list[str]]:
 
     def walk(cmd, prefix: list[str]) -> None:
         if hasattr(cmd, "list_commands"):  # a group (typer vendors its own click classes)
-            ctx = type(cmd).context_class(cmd) if hasattr(type(cmd), "context_class") else click.Context(cmd)
+            ctx = type(cmd).context_class(cmd)  # no bare `import click`: typer 0.29 no longer installs it
             for name in cmd.list_commands(ctx):
                 sub = cmd.get_command(ctx, name)
                 paths.append(prefix + [name])
