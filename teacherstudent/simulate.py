@@ -115,8 +115,7 @@ class Simulation:
         if stop <= start:
             return
         losses = torch.empty(stop - start, self.ens.K, dtype=self.dtype, device=self.device)
-        dead = self.dead.view(-1, 1) if bool(self.dead.any()) else None
-        dead_idx = self.dead.nonzero().flatten() if dead is not None else None
+        dead_idx = self.dead.nonzero().flatten() if bool(self.dead.any()) else None
         while self.step < stop:
             epoch, pos = divmod(self.step, self.steps_per_epoch)
             if self._epoch is None or self._epoch[0] != epoch:
@@ -125,13 +124,11 @@ class Simulation:
             lr = lr_at(t, self.step, self.steps_per_epoch, self.total_steps)
             for g in self.opt.param_groups:
                 g["lr"] = lr
+            # a stopped member does not move: its weights are put back after the update
+            # (zero gradients alone would not hold it still under momentum or Adam)
+            frozen = [p[dead_idx].clone() for p in self.ens.trainable] if dead_idx is not None else None
             if self.fused_sgd:
-                frozen = [p[dead_idx].clone() for p in self.ens.params] if dead is not None else None
                 loss = sgd_step_chunked(self.ens.params, x, y, t.loss, lr, self.step_chunk)
-                if frozen is not None:  # a stopped member does not move
-                    with torch.no_grad():
-                        for p, f in zip(self.ens.params, frozen):
-                            p[dead_idx] = f
             elif self.fast:
                 if self._grads is None:  # written in place every step (see fast.loss_and_grads)
                     self._grads = [torch.empty_like(p) for p in self.ens.params]
@@ -143,10 +140,11 @@ class Simulation:
                 self.opt.zero_grad(set_to_none=True)
                 loss.sum().backward()
             if not self.fused_sgd:
-                if dead is not None:  # a stopped member's gradients are zero: it no longer moves
-                    for p in self.ens.trainable:
-                        p.grad = torch.where(dead.view(-1, *[1] * (p.dim() - 1)), 0.0, p.grad)
                 self.opt.step()
+            if frozen is not None:
+                with torch.no_grad():
+                    for p, f in zip(self.ens.trainable, frozen):
+                        p[dead_idx] = f
             if self._after_step is not None:  # e.g. a weight-pruned ensemble re-applying its masks
                 self._after_step()
             losses[self.step - start] = loss.detach()
@@ -255,8 +253,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", device: str 
     if latest.exists() and not force:
         started_by = read_json(folder / "meta.json").get("version") if (folder / "meta.json").exists() else None
         if started_by != __version__:
-            raise UserError(f"{folder} was started by teacherstudent {started_by}, this is {__version__}: resuming would "
-                            f"mix two versions' training numerics; finish it with {started_by} or start again with --force")
+            by = f"teacherstudent {started_by}" if started_by else "an unknown version (no meta.json)"
+            raise UserError(f"{folder} was started by {by}, this is {__version__}: resuming would mix two versions' "
+                            "training numerics; finish it with that version or start again with --force")
         st = load_torch(latest)
         try:
             sim.load_state_dict(st["sim"])
@@ -268,6 +267,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", device: str 
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot create the run folder {folder} ({err.strerror}); pass a writable folder with --out") from None
+    if force:  # starting again: the old run's resume point goes before meta.json names this version
+        latest.unlink(missing_ok=True)
     write_json(folder / "config.json", cfg.model_dump(mode="json"))
     write_json(folder / "meta.json", {
         "version": __version__, "torch": torch.__version__, "device": str(dev),
