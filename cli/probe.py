@@ -130,17 +130,18 @@ def lottery(
     from teacherstudent.probes.runs import finished_parent
 
     parent, pcfg = finished_parent(run, out)
-    plan = [(b, r) for b in by for r in rewind]
-    if seed != 0 and not any(b == "random" or r == "reinit" for b, r in plan):
+    # (selection, rewind, seed): the seed only reaches probes that draw random numbers
+    plan = [(b, r, seed if b == "random" or r == "reinit" else 0) for b in by for r in rewind]
+    if seed != 0 and not any(s for _, _, s in plan):
         from teacherstudent.errors import UserError
 
         raise UserError("--seed only matters for --by random or --rewind reinit; drop it")
-    for b, r in plan:  # every bad option fails before anything trains
-        lottery_configs(parent, pcfg, keep, b, scope, r, rounds, seed if b == "random" or r == "reinit" else 0, set_)
+    for b, r, s in plan:  # every bad option fails before anything trains
+        lottery_configs(parent, pcfg, keep, b, scope, r, rounds, s, set_)
     _train_and_compare(parent, "lottery", [
-        lambda bars, b=b, r=r: run_lottery(parent, keep, b, scope, r, rounds, seed if b == "random" or r == "reinit" else 0,
-                                           out, device, set_, on_progress=bars, command=sys.argv)
-        for b, r in plan])
+        lambda bars, b=b, r=r, s=s: run_lottery(parent, keep, b, scope, r, rounds, s, out, device, set_,
+                                                on_progress=bars, command=sys.argv)
+        for b, r, s in plan])
 
 
 @app.command()
@@ -157,16 +158,12 @@ def reinit(
 ) -> None:
     """Re-randomise the fan-in of chosen nodes of the parent's initialisation, train again, compare."""
     from teacherstudent.probes import run_reinit
-    from teacherstudent.probes.reinit import NODES
+    from teacherstudent.probes.reinit import check_nodes
     from teacherstudent.probes.runs import finished_parent
 
     parent, _ = finished_parent(run, out)
     layer_list = _parse_layers(layers)
-    unknown = [n for n in nodes if n not in NODES]
-    if unknown:  # every bad option fails before anything trains
-        from teacherstudent.errors import UserError
-
-        raise UserError(f"unknown --nodes {unknown[0]!r}; known: {', '.join(NODES)}")
+    check_nodes(nodes)  # every bad option fails before anything trains
     _train_and_compare(parent, "reinit", [
         lambda bars, n=n: [run_reinit(parent, n, layer_list, seed, out, device, set_, on_progress=bars, command=sys.argv)]
         for n in nodes])

@@ -51,13 +51,19 @@ def choose(nodes: str, lucky_masks: list[torch.Tensor], layers: list[int], seeds
     return out
 
 
+def check_nodes(nodes: list[str]) -> None:
+    """Every ``--nodes`` value is one of ``NODES`` (checked before anything trains)."""
+    unknown = [n for n in nodes if n not in NODES]
+    if unknown:
+        raise UserError(f"unknown --nodes {unknown[0]!r}; known: {', '.join(NODES)}")
+
+
 def run_reinit(run: str | Path, nodes: str = "winners", layers: list[int] | None = None, seed: int = 0,
                root: str | Path = "runs", device: str = "auto", overrides: list[str] | None = None,
                on_progress: Progress | None = None, command: list[str] | None = None) -> Path:
     """Re-randomise chosen nodes of the parent's initialisation and train again; returns the child folder."""
     parent, pcfg = finished_parent(run, root)
-    if nodes not in NODES:
-        raise UserError(f"unknown --nodes {nodes!r}; known: {', '.join(NODES)}")
+    check_nodes([nodes])
     L = len(pcfg.teacher.widths)
     if layers is not None and (not layers or any(not 0 <= l < L for l in layers) or len(set(layers)) != len(layers)):
         raise UserError(f"--layers must list distinct hidden layers among 0..{L - 1}, got {layers}")
