@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import UserError
 
 
-# Seeds go to torch.Generator.manual_seed, which takes 64-bit integers.
-Seed = Annotated[int, Field(ge=-(2**63), lt=2**64, description="a 64-bit integer seed")]
+# Seeds: non-negative 64-bit integers; every stream derives from one with all its bits (seeds.py).
+Seed = Annotated[int, Field(ge=0, lt=2**64, description="a non-negative 64-bit integer seed")]
 Beta = Annotated[float, Field(ge=0, lt=1)]
 
 

@@ -9,22 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .config import ExperimentConfig
 from .inputs import InputDistribution
 from .labels import relabel
+from .seeds import Stream, generator
 from .teacher import Teacher
 
-TRAIN, EVAL, ORDER, FRESH = 1, 2, 3, 4
-PERMUTE = 5  # label permutation of inputs.labels='permuted' (6 is lucky.py's noise)
-
-
-def generator(*key: int) -> torch.Generator:
-    """A CPU generator seeded from a tuple of non-negative ints (independent streams)."""
-    seed = int(np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(1, np.uint64)[0])
-    return torch.Generator().manual_seed(seed)
 
 
 @dataclass
@@ -50,12 +42,12 @@ class DataSource:
         self.cfg, self.teacher, self.inputs = cfg, teacher, inputs
         self.device, self.dtype = device, dtype
         seed = cfg.inputs.seed
-        x_eval = inputs.sample(cfg.inputs.eval_samples, generator(seed, EVAL), split="eval")
+        x_eval = inputs.sample(cfg.inputs.eval_samples, generator(seed, Stream.EVAL), split="eval")
         hidden, _ = teacher.forward(x_eval)
         self.x_eval = self._put(x_eval)
         self.y_eval = self._put(label(teacher, x_eval, cfg.training.loss))
         self.teacher_hidden_eval = [self._put(h) for h in hidden]
-        self._fixed = None if cfg.inputs.fresh else self._labelled(generator(seed, TRAIN), generator(seed, PERMUTE))
+        self._fixed = None if cfg.inputs.fresh else self._labelled(generator(seed, Stream.TRAIN), generator(seed, Stream.PERMUTE))
 
     def _put(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device, self.dtype if t.is_floating_point() else t.dtype)
@@ -68,7 +60,7 @@ class DataSource:
     def epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training inputs and labels of ``epoch``, already in this epoch's order."""
         seed = self.cfg.inputs.seed
-        x, y = self._fixed if self._fixed is not None else self._labelled(generator(seed, FRESH, epoch),
-                                                                          generator(seed, PERMUTE, epoch))
-        perm = torch.randperm(x.shape[0], generator=generator(seed, ORDER, epoch)).to(self.device)
+        x, y = self._fixed if self._fixed is not None else self._labelled(generator(seed, Stream.FRESH, epoch),
+                                                                          generator(seed, Stream.PERMUTE, epoch))
+        perm = torch.randperm(x.shape[0], generator=generator(seed, Stream.ORDER, epoch)).to(self.device)
         return x[perm], y[perm]

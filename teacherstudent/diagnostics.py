@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from .config import ExperimentConfig
-from .data import EVAL, generator
+from .seeds import Stream, generator
 from .inputs import make_inputs
 from .labels import data_teacher
 
@@ -47,7 +47,7 @@ def inspect_teacher(cfg: ExperimentConfig, samples: int | None = None) -> Teache
     inputs = make_inputs(cfg.inputs, cfg.teacher.d, cfg.teacher.seed)
     teacher = data_teacher(cfg, inputs)
     n = samples or cfg.inputs.eval_samples
-    x = inputs.sample(n, generator(cfg.inputs.seed, EVAL), split="eval")
+    x = inputs.sample(n, generator(cfg.inputs.seed, Stream.EVAL), split="eval")
     hidden, y = teacher.forward(x)
     rows = []
     targets = cfg.teacher.firing_per_layer

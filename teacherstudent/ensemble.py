@@ -14,6 +14,7 @@ import math
 import torch
 
 from .config import StudentConfig
+from .seeds import seeded
 
 
 def init_member(widths: list[int], d: int, outputs: int, seed: int, cfg: StudentConfig) -> list[torch.Tensor]:
@@ -22,7 +23,7 @@ def init_member(widths: list[int], d: int, outputs: int, seed: int, cfg: Student
     ``pytorch``: ``nn.Linear``'s default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights
     and biases. ``scaled``: weights N(0, init_scale^2 / fan_in), zero biases.
     """
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded(seed)
     params = []
     fan_in = d
     for n in [*widths, outputs]:

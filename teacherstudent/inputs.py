@@ -41,14 +41,14 @@ import numpy as np
 import torch
 
 from .config import InputsConfig
+from .seeds import Stream, generator
 
 SPLITS = ("train", "eval")
 
 
 def structure_generator(seed: int, tag: int) -> torch.Generator:
     """A CPU generator for what a kind draws once, independent of every other stream of ``seed``."""
-    state = np.random.SeedSequence([seed & 0xFFFFFFFF, 0x1B7E5, tag]).generate_state(1, np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
+    return generator(seed, Stream.STRUCTURE, tag)
 
 
 @dataclass(frozen=True)

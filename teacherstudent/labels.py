@@ -15,19 +15,18 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .config import ExperimentConfig, InputsConfig
 from .inputs import InputDistribution
+from .seeds import Stream, derive
 from .teacher import Teacher, make_teacher
 
-WIDE_TAG = 0x31DE  # mixes into the wide teacher's seed
 
 
 def wide_seed(seed: int) -> int:
     """The wide teacher's seed: a fixed function of ``teacher.seed``, independent of it as a stream."""
-    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, WIDE_TAG]).generate_state(1, np.uint64)[0])
+    return derive(seed, Stream.WIDE_TEACHER)
 
 
 def data_teacher(cfg: ExperimentConfig, inputs: InputDistribution) -> Teacher:

@@ -22,11 +22,10 @@ from __future__ import annotations
 import torch
 
 from .config import StudentConfig
-from .data import generator
+from .seeds import Stream, generator
 from .ensemble import Ensemble
 from .teacher import Teacher
 
-LUCKY = 6  # stream id of the noise (beside the data streams of data.py)
 
 
 def lucky_per_layer(cfg: StudentConfig, layers: int) -> tuple[int, ...]:
@@ -60,7 +59,7 @@ def plant_lucky(ens: Ensemble, teacher: Teacher, cfg: StudentConfig) -> None:
         return
     sigma = cfg.lucky_noise
     for member, seed in enumerate(cfg.seeds):
-        gen = generator(seed, LUCKY)
+        gen = generator(seed, Stream.LUCKY)
 
         def noisy(t: torch.Tensor, gen: torch.Generator = gen) -> torch.Tensor:
             return t + sigma * torch.randn(t.shape, generator=gen, dtype=torch.float64) if sigma > 0 else t

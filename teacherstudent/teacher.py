@@ -23,6 +23,7 @@ import torch
 from .config import TeacherConfig
 from .errors import UserError
 from .inputs import InputDistribution
+from .seeds import seeded
 
 DISCRETE_VALUES = torch.linspace(-1.0, 1.0, 9, dtype=torch.float64)
 
@@ -117,7 +118,7 @@ def _tune_layer(rows: torch.Tensor, h: torch.Tensor, l: int, frac: float, cfg: T
 
 def make_teacher(cfg: TeacherConfig, inputs: InputDistribution) -> Teacher:
     """Generate the teacher of ``cfg``; ``inputs`` supplies the reference set for bias tuning."""
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = seeded(cfg.seed)
     ref = inputs.sample(cfg.reference_samples, gen)
     slope = cfg.leaky_slope
     act = (lambda z: torch.nn.functional.leaky_relu(z, slope)) if slope else torch.relu

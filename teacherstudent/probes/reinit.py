@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import generator
+from ..seeds import Stream, generator
 from ..ensemble import Ensemble
 from ..errors import UserError
 from ..simulate import pick_device, run_experiment
@@ -27,7 +27,6 @@ from .rewind import checkpoint_state, fresh_params
 from .runs import annotate, child_config, finished_parent, is_complete
 
 NODES = ("winners", "random")
-CHOICE_STREAM = 0xC401CE
 
 
 def choose(nodes: str, lucky_masks: list[torch.Tensor], layers: list[int], seeds: tuple[int, ...],
@@ -45,7 +44,7 @@ def choose(nodes: str, lucky_masks: list[torch.Tensor], layers: list[int], seeds
                     c = int(lm[k].sum())
                     if c > len(pool):
                         raise UserError(f"layer {l} of member {s} has {c} winners but only {len(pool)} other nodes to draw from")
-                    pick = torch.randperm(len(pool), generator=generator(seed, CHOICE_STREAM, s, l))[:c]
+                    pick = torch.randperm(len(pool), generator=generator(seed, Stream.PROBE_CHOICE, s, l))[:c]
                     chosen[k, pool[pick]] = True
         out.append(chosen)
     return out

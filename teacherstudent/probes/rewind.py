@@ -17,13 +17,12 @@ from pathlib import Path
 import torch
 
 from ..config import ExperimentConfig
-from ..data import generator
+from ..seeds import Stream, generator
 from ..ensemble import init_member
 from ..errors import UserError
 from ..store import load_torch
 
 REWINDS = ("init", "step:K", "reinit", "rescaled")
-FRESH_STREAM = 0xF4E5
 
 
 def rewind_step(rewind: str) -> int | None:
@@ -61,6 +60,6 @@ def fresh_params(cfg: ExperimentConfig, widths: list[int], probe_seed: int, stre
     from ..inputs import input_dim
 
     d, outputs = input_dim(cfg.inputs, cfg.teacher.d), cfg.teacher.outputs
-    members = [init_member(widths, d, outputs, generator(probe_seed, FRESH_STREAM, s, stream).initial_seed(), cfg.student)
+    members = [init_member(widths, d, outputs, generator(probe_seed, Stream.PROBE_FRESH, s, stream).initial_seed(), cfg.student)
                for s in cfg.student.seeds]
     return [torch.stack([m[i] for m in members]) for i in range(len(members[0]))]

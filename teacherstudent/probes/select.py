@@ -26,14 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import generator
+from ..seeds import Stream, generator
 from ..errors import UserError
 
 NODE_RULES = ("fanout", "alignment", "random")
 WEIGHT_RULES = ("magnitude",)
 RULES = NODE_RULES + WEIGHT_RULES
 SCOPES = ("layer", "global")
-RANDOM_STREAM = 0x5E1EC7
 
 
 def count(keep: float, n: int) -> int:
@@ -59,7 +58,7 @@ def alignment_scores(folder: Path) -> list[torch.Tensor]:
 
 def random_scores(widths: list[int], seeds: tuple[int, ...], probe_seed: int, round_: int) -> list[torch.Tensor]:
     """Uniform scores, one independent stream per (probe seed, member seed, layer, round)."""
-    return [torch.stack([torch.rand(n, generator=generator(probe_seed, RANDOM_STREAM, s, l, round_), dtype=torch.float64)
+    return [torch.stack([torch.rand(n, generator=generator(probe_seed, Stream.PROBE_RANDOM, s, l, round_), dtype=torch.float64)
                          for s in seeds]) for l, n in enumerate(widths)]
 
 
