@@ -13,11 +13,19 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+import math
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from .errors import UserError
+from .inputs import INPUTS, check_dim, check_inputs
+from .lucky import check_lucky
+from .metrics import METRICS
+from .registry import check_name
+from .train import LOSSES, OPTIMIZER_FIELDS, OPTIMIZERS, SCHEDULE_FIELDS, SCHEDULES
+
+MAX_STEPS = 2**31 - 1  # first-pass steps are kept as int32 (results.py)
 
 
 # Seeds: non-negative 64-bit integers; every stream derives from one with all its bits (seeds.py).
@@ -28,6 +36,23 @@ Beta = Annotated[float, Field(ge=0, lt=1)]
 class _Section(BaseModel):
     # inf and nan are never meaningful values here (inf passes gt=0 checks and only fails later, mid-run)
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    def changed(self, *fields: str) -> list[str]:
+        """Those of ``fields`` whose value differs from the default."""
+        return [f for f in fields if getattr(self, f) != type(self).model_fields[f].get_default(call_default_factory=True)]
+
+    def _unused(self, section: str, fields: list[str], needs: str) -> None:
+        """Raise for settings that would do nothing (a strict config never accepts a no-op)."""
+        if fields:
+            names = ", ".join(f"{section}.{f}" for f in fields)
+            raise ValueError(f"{names} {'does' if len(fields) == 1 else 'do'} nothing unless {needs}; drop "
+                             f"{'it' if len(fields) == 1 else 'them'} or set {needs}")
+
+
+def _distinct_steps(name: str, v: tuple[int, ...]) -> tuple[int, ...]:
+    if len(set(v)) != len(v):
+        raise ValueError(f"{name} lists a step twice: {list(v)}")
+    return v
 
 
 class TeacherConfig(_Section):
@@ -95,16 +120,10 @@ class InputsConfig(_Section):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, v: str) -> str:
-        from .inputs import INPUTS
-
-        if v not in INPUTS:
-            raise ValueError(f"unknown input kind {v!r}; known: {', '.join(sorted(INPUTS))}")
-        return v
+        return check_name(INPUTS, "input kind", v)
 
     @model_validator(mode="after")
     def _kind_fields(self) -> InputsConfig:
-        from .inputs import check_inputs
-
         check_inputs(self)
         if self.labels != "wide_teacher" and self.wide_factor != 10:
             raise ValueError("inputs.wide_factor is only used with inputs.labels='wide_teacher'")
@@ -130,31 +149,50 @@ class StudentConfig(_Section):
             raise ValueError(f"seeds must be distinct, got {list(v)}")
         return v
 
+    @model_validator(mode="after")
+    def _check(self) -> StudentConfig:
+        if self.init != "scaled":
+            self._unused("student", self.changed("init_scale"), "student.init='scaled'")
+        return self
+
 
 class TrainingConfig(_Section):
     """Optimiser, schedule, loss and length of training."""
 
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: str = Field("sgd", description="a name in train.OPTIMIZERS: sgd, adam")
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[Beta, Beta] = (0.9, 0.999)
-    schedule: Literal["constant", "piecewise", "cosine", "step"] = "constant"
+    schedule: str = Field("constant", description="a name in train.SCHEDULES: constant, piecewise, step, cosine")
     milestones: dict[int, float] = Field(default_factory=dict, description="piecewise: {epoch: lr}, e.g. {0: 0.2, 20: 0.1}")
     step_epochs: int = Field(10, gt=0, description="step schedule: multiply lr by gamma every step_epochs epochs")
     gamma: float = Field(0.1, gt=0)
     batch_size: int = Field(64, gt=0)
     epochs: int = Field(8, ge=0)
-    steps: int | None = Field(None, ge=0, description="total steps; when set, replaces epochs")
-    loss: Literal["mse", "ce"] = "mse"
+    steps: int | None = Field(None, ge=0, le=MAX_STEPS, description="total steps; when set, replaces epochs")
+    loss: str = Field("mse", description="a name in train.LOSSES: mse (mean over samples and outputs), ce")
     dtype: Literal["float32", "float64"] = "float32"
     backend: Literal["auto", "fast", "autograd"] = Field(
         "auto", description="fast: hand-written backward (plain ReLU students); autograd: the reference; auto: fast when it applies")
     checkpoint_steps: tuple[int, ...] = Field((), description="extra steps whose weights are kept (for late rewinding)")
 
+    _names = field_validator("optimizer")(classmethod(lambda cls, v: check_name(OPTIMIZERS, "optimizer", v)))
+    _schedules = field_validator("schedule")(classmethod(lambda cls, v: check_name(SCHEDULES, "schedule", v)))
+    _losses = field_validator("loss")(classmethod(lambda cls, v: check_name(LOSSES, "loss", v)))
+    _ckpt = field_validator("checkpoint_steps")(classmethod(lambda cls, v: _distinct_steps("training.checkpoint_steps", v)))
+
     @model_validator(mode="after")
     def _check(self) -> TrainingConfig:
+        for name, fields in OPTIMIZER_FIELDS.items():
+            if name != self.optimizer:
+                self._unused("training", self.changed(*fields), f"training.optimizer={name!r}")
+        for name, fields in SCHEDULE_FIELDS.items():
+            if name != self.schedule and name != "piecewise":
+                self._unused("training", self.changed(*fields), f"training.schedule={name!r}")
+        if self.steps is not None:
+            self._unused("training", self.changed("epochs"), "training.steps is left unset (steps replaces epochs)")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("nesterov needs optimizer='sgd' and momentum > 0")
         if self.schedule == "piecewise":
@@ -176,51 +214,99 @@ class MeasureConfig(_Section):
     every_steps: int = Field(1000, gt=0, description="with every='steps'")
     log_points: int = Field(30, ge=2, description="with every='log': about this many log-spaced steps")
     corr_steps: tuple[int, ...] = Field((), description="steps whose full correlation matrices are kept besides init and end")
-    recovered: float = Field(0.95, gt=0, le=1)
-    covered: float = Field(0.9, gt=0, le=1)
+    recovered: float = Field(0.95, gt=0, le=1, description="a teacher node is recovered when its best correlation exceeds this")
+    covered: float = Field(0.9, gt=0, le=1, description="covered / matched threshold (match count, covered_frac)")
+    metrics: tuple[str, ...] = Field(("loss", "alignment"), min_length=1,
+                                     description="metric callbacks (names in metrics.METRICS) whose rows go to metrics.parquet")
 
+    _corr = field_validator("corr_steps")(classmethod(lambda cls, v: _distinct_steps("measure.corr_steps", v)))
 
-class ProbeConfig(_Section):
-    """How a probe child run derives from its finished parent run (SCIENCE.md section 5).
-
-    ``lottery``: keep a fraction of the parent's student nodes (``by`` fanout, alignment or
-    random) or weights (``by`` magnitude), per layer or globally (``scope``), and retrain
-    from ``rewind``: ``init``, ``step:K``, ``reinit`` or ``rescaled``; round ``round`` of
-    ``rounds`` of iterative pruning, ``keep`` being the fraction left after the last round.
-    ``reinit``: re-randomise the fan-in of chosen nodes (``nodes`` winners or random) of
-    the parent's initialisation in ``layers`` (None: every hidden layer) and train again.
-    ``seed`` drives the random choices (random selection, fresh weights).
-    """
-
-    kind: Literal["lottery", "reinit"]
-    parent: str = Field(pattern=r"^[A-Za-z0-9_.]+-[0-9a-f]+$", description="run id of the parent run")
-    by: Literal["fanout", "alignment", "random", "magnitude"] | None = None
-    keep: float | None = Field(None, gt=0, le=1, description="fraction kept, in (0, 1]")
-    scope: Literal["layer", "global"] | None = None
-    rewind: str | None = Field(None, pattern=r"^(init|reinit|rescaled|step:[0-9]+)$")
-    rounds: int | None = Field(None, ge=1)
-    round: int | None = Field(None, ge=1)
-    nodes: Literal["winners", "random"] | None = None
-    layers: tuple[int, ...] | None = None
-    seed: int = 0
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            check_name(METRICS, "metric", name)
+        if len(set(v)) != len(v):
+            raise ValueError(f"measure.metrics lists a metric twice: {list(v)}")
+        return v
 
     @model_validator(mode="after")
-    def _check(self) -> ProbeConfig:
-        lottery = {"by": self.by, "keep": self.keep, "scope": self.scope, "rewind": self.rewind,
-                   "rounds": self.rounds, "round": self.round}
-        reinit = {"nodes": self.nodes, "layers": self.layers}
-        own, other = (lottery, reinit) if self.kind == "lottery" else (reinit, lottery)
-        missing = [k for k, v in own.items() if v is None and k != "layers"]
-        if missing:
-            raise ValueError(f"a {self.kind} probe needs {', '.join(missing)}")
-        stray = [k for k, v in other.items() if v is not None]
-        if stray:
-            raise ValueError(f"{', '.join(stray)} do nothing in a {self.kind} probe; drop them")
-        if self.kind == "lottery" and self.round > self.rounds:
-            raise ValueError(f"round {self.round} lies beyond rounds={self.rounds}")
-        if self.seed != 0 and self.kind == "lottery" and self.by != "random" and self.rewind != "reinit":
-            raise ValueError("seed only matters for by='random' or rewind='reinit'; drop it")
+    def _check(self) -> MeasureConfig:
+        if self.every != "steps":
+            self._unused("measure", self.changed("every_steps"), "measure.every='steps'")
+        if self.every != "log":
+            self._unused("measure", self.changed("log_points"), "measure.every='log'")
+        if self.covered > self.recovered:
+            raise ValueError(f"measure.covered ({self.covered}) must not exceed measure.recovered ({self.recovered})")
         return self
+
+
+RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]+-[0-9a-f]+$", description="run id of the parent run")]
+
+
+class _Probe(_Section):
+    """How a probe child run derives from its finished parent run (docs/science.md §5)."""
+
+    # fields that always appear in the run id, at their default too (0.2 probe run ids listed them)
+    _IDENTITY: ClassVar[tuple[str, ...]] = ()
+
+    def canonical(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json", exclude_none=True)
+        changed = set(self.changed(*data))
+        return {k: v for k, v in data.items() if k in ("kind", "parent", *self._IDENTITY) or k in changed}
+
+
+class LotteryProbe(_Probe):
+    """Keep a fraction of the parent's student nodes (``by`` fanout, alignment or random) or
+    weights (``by`` magnitude), per layer or globally (``scope``), and retrain from
+    ``rewind``: ``init``, ``step:K``, ``reinit`` or ``rescaled``. With ``rounds`` > 1,
+    iterative pruning: round ``r`` keeps ``keep ** (r / rounds)``; ``round`` is set in the
+    child run of each round (left unset in a request, which means every round).
+    ``seed`` drives random selection and fresh weights."""
+
+    _IDENTITY: ClassVar[tuple[str, ...]] = ("by", "keep", "scope", "rewind", "rounds", "round")
+    kind: Literal["lottery"] = "lottery"
+    parent: RunId
+    by: Literal["fanout", "alignment", "random", "magnitude"]
+    keep: float = Field(gt=0, le=1, description="fraction of the nodes (weights) kept after the last round, in (0, 1]")
+    scope: Literal["layer", "global"] = "layer"
+    rewind: str = Field("init", pattern=r"^(init|reinit|rescaled|step:[0-9]+)$",
+                        description="init, rescaled, reinit or step:K (a checkpoint the parent kept)")
+    rounds: int = Field(1, ge=1)
+    round: int | None = Field(None, ge=1, description="this child's round (unset in a request: all rounds)")
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> LotteryProbe:
+        if self.round is not None and self.round > self.rounds:
+            raise ValueError(f"probe.round {self.round} lies beyond probe.rounds={self.rounds}")
+        if self.seed != 0 and self.by != "random" and self.rewind != "reinit":
+            raise ValueError("probe.seed does nothing unless probe.by='random' or probe.rewind='reinit'; drop it")
+        return self
+
+
+class ReinitProbe(_Probe):
+    """Re-randomise the fan-in of chosen nodes (``nodes`` winners or random) of the parent's
+    initialisation in ``layers`` (unset: every hidden layer) and train again; ``seed``
+    drives the random choice and the fresh weights."""
+
+    _IDENTITY: ClassVar[tuple[str, ...]] = ("nodes",)
+    kind: Literal["reinit"] = "reinit"
+    parent: RunId
+    nodes: Literal["winners", "random"] = "winners"
+    layers: tuple[int, ...] | None = Field(None, min_length=1, description="hidden layers whose nodes are redrawn")
+    seed: Seed = 0
+
+    @field_validator("layers")
+    @classmethod
+    def _distinct_layers(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and (len(set(v)) != len(v) or min(v) < 0):
+            raise ValueError(f"probe.layers must list distinct hidden layers (0 = the lowest), got {list(v)}")
+        return tuple(sorted(v)) if v is not None else None
+
+
+# One model per probe kind (add a kind: its model here, its runner in probes.PROBES).
+ProbeConfig = Annotated[Union[LotteryProbe, ReinitProbe], Field(discriminator="kind")]
 
 
 class ExperimentConfig(_Section):
@@ -236,12 +322,30 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _cross_sections(self) -> ExperimentConfig:  # checks that need two sections
-        from .inputs import check_dim
-        from .lucky import check_lucky
-
         check_dim(self.inputs, self.teacher.d, self.teacher.d == TeacherConfig.model_fields["d"].default)
         check_lucky(self.student, self.teacher.widths)
+        if self.training.backend == "fast" and self.student.batchnorm:
+            raise ValueError("training.backend='fast' covers plain ReLU students only; use 'auto' or 'autograd' "
+                             "with student.batchnorm")
+        total = self.total_steps
+        if total > MAX_STEPS:
+            raise ValueError(f"training.epochs gives {total} steps, more than {MAX_STEPS}; train fewer epochs")
+        for name, steps in (("measure.corr_steps", self.measure.corr_steps),
+                            ("training.checkpoint_steps", self.training.checkpoint_steps)):
+            late = [s for s in steps if not 0 <= s <= total]
+            if late:
+                raise ValueError(f"{name} {late} lie outside 0..{total} (the last step); drop them or train longer")
         return self
+
+    # ---- derived sizes ----------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.inputs.train_samples / self.training.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        t = self.training
+        return t.steps if t.steps is not None else t.epochs * self.steps_per_epoch
 
     @model_serializer(mode="wrap")
     def _drop_no_probe(self, handler):  # keep config.json of ordinary runs as it was
@@ -255,6 +359,8 @@ class ExperimentConfig(_Section):
         """Non-default fields only, as plain JSON values (name excluded)."""
         data = self.model_dump(mode="json", exclude_defaults=True)
         data.pop("name", None)
+        if self.probe is not None:
+            data["probe"] = self.probe.canonical()
         return {k: v for k, v in data.items() if v}
 
     def digest(self) -> str:
@@ -282,8 +388,13 @@ def format_validation_error(err: ValidationError) -> str:
     """One readable line listing every problem and the offending values."""
     parts = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        path = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
+        if path[:1] == ["probe"] and len(path) > 1 and path[1] in ("lottery", "reinit"):
+            path.pop(1)  # the union's tag: the kind is already in the config
+        loc = ".".join(path)
         msg = e["msg"].removeprefix("Value error, ")
+        if path and msg.startswith(path[0] + "."):
+            loc = ""  # the message names its fields itself
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; `teacherstudent run --help` lists the sections)"
         elif "input" in e and not isinstance(e["input"], dict):

@@ -9,11 +9,15 @@ output layer. Member ``k`` computes exactly what an ordinary ``nn.Sequential`` o
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # config imports this module (no import cycle at run time)
+    from .config import StudentConfig
+
 import math
 
 import torch
 
-from .config import StudentConfig
 from .seeds import seeded
 
 

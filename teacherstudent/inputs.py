@@ -32,6 +32,11 @@ kind draws once (centres, embedding, holdout split) from its own derived stream.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # config imports this module (no import cycle at run time)
+    from .config import InputsConfig
+
 import functools
 import math
 from dataclasses import dataclass
@@ -40,7 +45,6 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .config import InputsConfig
 from .seeds import Stream, generator
 
 SPLITS = ("train", "eval")

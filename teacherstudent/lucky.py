@@ -19,9 +19,13 @@ added the teacher to the lucky part of a noise initialisation).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # config imports this module (no import cycle at run time)
+    from .config import StudentConfig
+
 import torch
 
-from .config import StudentConfig
 from .seeds import Stream, generator
 from .ensemble import Ensemble
 from .teacher import Teacher

@@ -1,120 +1,186 @@
-"""The public tables of a finished run, built from its measurement history.
+"""Recording a run as it trains, and the public tables it ends with.
 
-``metrics.parquet``: ``run, member, step, epoch, split, layer, metric, value``.
+Measurements stream to disk as they happen (one part file per measurement under
+``parts/``), and the node tables come from running reductions kept in the resume
+checkpoint, so memory and I/O grow linearly with the number of measurements and the
+checkpoint does not grow at all. ``Recorder.finish`` compacts the parts into:
+
+``metrics.parquet``: ``run, member, step, epoch, split, layer, metric, value``; rows come
+from the metric callbacks named in ``measure.metrics`` (metrics.py).
 ``teacher_nodes.parquet``: one row per (run, member, layer, teacher_node): the final
 winner ``j*(k)`` (the student with the highest final correlation), its initial rank among
 all students by initial correlation as a top-% (``100 * rank / n_l``, rank 1 = best), its
 initial and final correlation, the first measured step at which the winner's correlation
-reached 0.9 / 0.95 (null if never), the match count (students above 0.9 at the end) and
-the teacher node's own fan-out norm (its strength).
+reached ``measure.covered`` / ``measure.recovered`` (columns ``step_corr_<threshold>``,
+null if never), the match count (students above ``measure.covered`` at the end) and the
+teacher node's own fan-out norm (its strength).
 ``student_nodes.parquet``: one row per (run, member, layer, student_node, step) at
 initialisation, the end and any ``measure.corr_steps``: best correlation over teacher
 nodes, which teacher, fan-out norm; plus the first steps its best correlation reached
-0.9 / 0.95.
+each threshold.
+``corr.npz``: ``step_<s>_layer_<l>`` -> ``[K, m_l, n_l]`` at init, end and ``corr_steps``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
+from .loop import Callback, Trainer
+from .measure import Snapshot
+from .metrics import METRICS, Measurement
 from .store import write_npz, write_parquet
 
-THRESHOLDS = (0.9, 0.95)
+if TYPE_CHECKING:
+    from .config import ExperimentConfig
+    from .store import RunFolder
+
+METRIC_COLUMNS = ["run", "member", "step", "epoch", "split", "layer", "metric", "value"]
 
 
-def first_step(series: torch.Tensor, steps: torch.Tensor, threshold: float) -> torch.Tensor:
-    """``series``: ``[T, ...]`` values at measured ``steps`` ``[T]``; first step >= threshold, else -1."""
-    hit = series >= threshold
-    idx = hit.float().argmax(0)
-    return torch.where(hit.any(0), steps[idx], torch.full_like(idx, -1))
+def thresholds(cfg: ExperimentConfig) -> tuple[float, ...]:
+    """The node tables' thresholds: ``measure.covered`` and ``measure.recovered``."""
+    return tuple(sorted({cfg.measure.covered, cfg.measure.recovered}))
 
 
 def _nullable(a: torch.Tensor) -> pd.array:
     return pd.array([None if v < 0 else int(v) for v in a.flatten().tolist()], dtype="Int64")
 
 
-def teacher_table(run_id: str, seeds, history, teacher_fanout: list[torch.Tensor]) -> pd.DataFrame:
-    steps = torch.tensor([h.step for h in history])
-    frames = []
-    for l in range(len(history[0].corr)):
-        C_t = torch.stack([h.corr[l] for h in history])  # [T, K, m, n]
-        C0, C1 = C_t[0], C_t[-1]
-        K, m, n = C1.shape
-        winner = C1.argmax(2)  # [K, m]
-        init_of_winner = C0.gather(2, winner[..., None])[..., 0]
-        rank = (C0 > init_of_winner[..., None]).sum(2) + 1
-        track = C_t.gather(3, winner[None, ..., None].expand(len(history), K, m, 1))[..., 0]  # [T, K, m]
-        df = pd.DataFrame({
-            "run": run_id,
-            "member": np.repeat(np.asarray(seeds), m),
-            "layer": l,
-            "teacher_node": np.tile(np.arange(m), K),
-            "winner": winner.flatten().numpy(),
-            "init_rank_pct": (100.0 * rank / n).flatten().numpy(),
-            "init_corr": init_of_winner.flatten().double().numpy(),
-            "final_corr": C1.max(2).values.flatten().double().numpy(),
-            "step_corr_0.9": _nullable(first_step(track, steps, 0.9)),
-            "step_corr_0.95": _nullable(first_step(track, steps, 0.95)),
-            "match_count": (C1 > 0.9).sum(2).flatten().numpy(),
-            "teacher_fanout_norm": np.tile(teacher_fanout[l].numpy(), K),
-        })
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True)
-
-
-def student_table(run_id: str, seeds, history, keep_steps: set[int]) -> pd.DataFrame:
-    steps = torch.tensor([h.step for h in history])
-    frames = []
-    for l in range(len(history[0].corr)):
-        best_t = torch.stack([h.corr[l].max(1).values for h in history])  # [T, K, n]
-        passes = {t: first_step(best_t, steps, t) for t in THRESHOLDS}
-        for i, h in enumerate(history):
-            if not (i == 0 or i == len(history) - 1 or h.step in keep_steps):
-                continue
-            best = h.corr[l].max(1)
-            K, n = best.values.shape
-            frames.append(pd.DataFrame({
-                "run": run_id,
-                "member": np.repeat(np.asarray(seeds), n),
-                "layer": l,
-                "student_node": np.tile(np.arange(n), K),
-                "step": h.step,
-                "best_corr": best.values.flatten().double().numpy(),
-                "best_teacher": best.indices.flatten().numpy(),
-                "fanout_norm": h.fanout[l].flatten().double().numpy(),
-                **{f"step_corr_{t}": _nullable(p) for t, p in passes.items()},
-            }))
-    return pd.concat(frames, ignore_index=True)
-
-
 def metrics_table(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=["run", "member", "step", "epoch", "split", "layer", "metric", "value"])
+    df = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     df["layer"] = df["layer"].astype("Int64")
     return df
 
 
-def corr_arrays(history, keep_steps: set[int]) -> dict[str, np.ndarray]:
-    """``step_<s>_layer_<l>`` -> ``[K, m_l, n_l]`` float32 at init, end and ``keep_steps``."""
-    out = {}
-    for i, h in enumerate(history):
-        if i == 0 or i == len(history) - 1 or h.step in keep_steps:
-            for l, C in enumerate(h.corr):
-                out[f"step_{h.step}_layer_{l}"] = C.numpy().astype(np.float32)
-    return out
+class FirstPass:
+    """Running reduction: the first measured step at which each value reached each threshold
+    (-1: not yet). Pairs ``[K, m, n]`` (for the final winner of every teacher node, known
+    only at the end) and students' best correlation ``[K, n]``, per layer, int32."""
+
+    def __init__(self, thr: tuple[float, ...]):
+        self.thr = thr
+        self.pair: list[list[torch.Tensor]] = []  # [layer][threshold]
+        self.student: list[list[torch.Tensor]] = []
+
+    def update(self, snap: Snapshot) -> None:
+        if not self.pair:
+            self.pair = [[torch.full(C.shape, -1, dtype=torch.int32) for _ in self.thr] for C in snap.corr]
+            self.student = [[torch.full((C.shape[0], C.shape[2]), -1, dtype=torch.int32) for _ in self.thr]
+                            for C in snap.corr]
+        for l, C in enumerate(snap.corr):
+            best = C.max(1).values
+            for i, t in enumerate(self.thr):
+                for first, value in ((self.pair[l][i], C), (self.student[l][i], best)):
+                    first.masked_fill_((first < 0) & (value >= t), snap.step)
+
+    def state_dict(self) -> dict:
+        return {"thr": self.thr, "pair": self.pair, "student": self.student}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.thr, self.pair, self.student = tuple(st["thr"]), st["pair"], st["student"]
 
 
-def write_results(folder: Path, sim, rows: list[dict]) -> None:
-    cfg = sim.cfg
-    keep = set(cfg.measure.corr_steps)
-    seeds = cfg.student.seeds
-    teacher_fanout = [w.norm(dim=0).float() for w in sim.teacher.weights[1:]]
-    arrays = corr_arrays(sim.history, keep)
-    arrays["members"] = np.asarray(seeds)
-    write_npz(folder / "corr.npz", arrays)
-    write_parquet(folder / "teacher_nodes.parquet", teacher_table(cfg.run_id, seeds, sim.history, teacher_fanout))
-    write_parquet(folder / "student_nodes.parquet", student_table(cfg.run_id, seeds, sim.history, keep))
-    write_parquet(folder / "metrics.parquet", metrics_table(rows))
+class Recorder(Callback):
+    """Measures at the scheduled steps and writes what each measurement adds: metric rows
+    (one part per measurement), correlation matrices at the kept steps, running reductions."""
+
+    def __init__(self, folder: RunFolder, cfg: ExperimentConfig):
+        self.folder, self.cfg = folder, cfg
+        self.metrics = [METRICS[name]() for name in cfg.measure.metrics]
+        self.first = FirstPass(thresholds(cfg))
+        self.keep = {0, cfg.total_steps, *cfg.measure.corr_steps}
+
+    def on_start(self, tr: Trainer) -> None:
+        if tr.step == 0:
+            self.record(tr, tr.snapshot(), None)
+
+    def on_event(self, tr: Trainer, step: int) -> None:
+        if step in tr.measure_at:
+            self.record(tr, tr.snapshot(), tr.train_loss())
+
+    def record(self, tr: Trainer, snap: Snapshot, train_loss: torch.Tensor | None) -> None:
+        seeds = self.cfg.student.seeds
+        m = Measurement(snap.step, snap.step / tr.steps_per_epoch, snap, train_loss, self.cfg)
+        rows = [{"run": self.cfg.run_id, "member": seeds[k], "step": m.step, "epoch": m.epoch, "split": split,
+                 "layer": layer, "metric": name, "value": float(value)}
+                for k in range(len(seeds)) for metric in self.metrics for split, layer, name, value in metric.member_rows(m, k)]
+        self.folder.write_part("metrics", snap.step, metrics_table(rows))
+        self.first.update(snap)
+        if snap.step in self.keep:
+            arrays = {f"corr_{l}": C.numpy() for l, C in enumerate(snap.corr)}
+            arrays.update({f"fanout_{l}": f.numpy() for l, f in enumerate(snap.fanout)})
+            self.folder.write_part("corr", snap.step, arrays)
+
+    def state_dict(self) -> dict:
+        return self.first.state_dict()
+
+    def load_state_dict(self, st: dict) -> None:
+        self.first.load_state_dict(st)
+
+    # ---- the tables --------------------------------------------------------
+    def finish(self, tr: Trainer) -> None:
+        """Compact the parts into the run's tables (every measurement has been recorded)."""
+        f, cfg = self.folder, self.cfg
+        kept = f.read_parts("corr")  # {step: arrays}, ascending
+        steps = sorted(kept)
+        L = len(cfg.teacher.widths)
+        corr = {s: [torch.from_numpy(kept[s][f"corr_{l}"]) for l in range(L)] for s in steps}
+        fanout = {s: [torch.from_numpy(kept[s][f"fanout_{l}"]) for l in range(L)] for s in steps}
+        arrays = {f"step_{s}_layer_{l}": corr[s][l].numpy().astype(np.float32) for s in steps for l in range(L)}
+        arrays["members"] = np.asarray(cfg.student.seeds)
+        write_npz(f.path / "corr.npz", arrays)
+        teacher_fanout = [w.norm(dim=0).float().cpu() for w in tr.teacher.weights[1:]]
+        write_parquet(f.path / "teacher_nodes.parquet",
+                      self.teacher_table(corr[steps[0]], corr[steps[-1]], teacher_fanout))
+        write_parquet(f.path / "student_nodes.parquet", self.student_table(corr, fanout))
+        parts = f.read_parts("metrics")
+        write_parquet(f.path / "metrics.parquet", pd.concat([parts[s] for s in sorted(parts)], ignore_index=True))
+        f.drop_parts()
+
+    def teacher_table(self, C0s: list[torch.Tensor], C1s: list[torch.Tensor], teacher_fanout: list[torch.Tensor]) -> pd.DataFrame:
+        seeds, frames = self.cfg.student.seeds, []
+        covered = self.cfg.measure.covered
+        for l, (C0, C1) in enumerate(zip(C0s, C1s)):
+            K, m, n = C1.shape
+            winner = C1.argmax(2)  # [K, m]
+            init_of_winner = C0.gather(2, winner[..., None])[..., 0]
+            rank = (C0 > init_of_winner[..., None]).sum(2) + 1
+            first = {t: p.gather(2, winner[..., None])[..., 0] for t, p in zip(self.first.thr, self.first.pair[l])}
+            frames.append(pd.DataFrame({
+                "run": self.cfg.run_id,
+                "member": np.repeat(np.asarray(seeds), m),
+                "layer": l,
+                "teacher_node": np.tile(np.arange(m), K),
+                "winner": winner.flatten().numpy(),
+                "init_rank_pct": (100.0 * rank / n).flatten().numpy(),
+                "init_corr": init_of_winner.flatten().double().numpy(),
+                "final_corr": C1.max(2).values.flatten().double().numpy(),
+                **{f"step_corr_{t:g}": _nullable(v) for t, v in first.items()},
+                "match_count": (C1 > covered).sum(2).flatten().numpy(),
+                "teacher_fanout_norm": np.tile(teacher_fanout[l].numpy(), K),
+            }))
+        return pd.concat(frames, ignore_index=True)
+
+    def student_table(self, corr: dict[int, list[torch.Tensor]], fanout: dict[int, list[torch.Tensor]]) -> pd.DataFrame:
+        seeds, frames = self.cfg.student.seeds, []
+        for l in range(len(self.cfg.teacher.widths)):
+            passes = {f"step_corr_{t:g}": _nullable(p) for t, p in zip(self.first.thr, self.first.student[l])}
+            for s in sorted(corr):
+                best = corr[s][l].max(1)
+                K, n = best.values.shape
+                frames.append(pd.DataFrame({
+                    "run": self.cfg.run_id,
+                    "member": np.repeat(np.asarray(seeds), n),
+                    "layer": l,
+                    "student_node": np.tile(np.arange(n), K),
+                    "step": s,
+                    "best_corr": best.values.flatten().double().numpy(),
+                    "best_teacher": best.indices.flatten().numpy(),
+                    "fanout_norm": fanout[s][l].flatten().double().numpy(),
+                    **passes,
+                }))
+        return pd.concat(frames, ignore_index=True)

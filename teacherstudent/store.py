@@ -1,9 +1,12 @@
 """The run store: one folder per run, atomic writes, and ``load_runs`` into pandas.
 
 ``runs/<name>-<hash>/`` holds ``config.json``, ``meta.json`` (package version, command
-line, device), ``status.json``, the tables ``metrics.parquet``, ``teacher_nodes.parquet``
-and ``student_nodes.parquet``, the correlation matrices ``corr.npz`` and
-``checkpoints/`` (``latest.pt`` for resuming, ``init.pt``, ``final.pt``, ``step_<k>.pt``).
+line, device, provenance), ``status.json``, the tables ``metrics.parquet``,
+``teacher_nodes.parquet`` and ``student_nodes.parquet``, the correlation matrices
+``corr.npz`` and ``checkpoints/`` (``latest.pt`` for resuming, ``init.pt``, ``final.pt``,
+``step_<k>.pt``). While a run trains, ``parts/`` holds one file per measurement; the
+finished run compacts them into the tables. ``RunFolder`` is the folder's lifecycle:
+skip when finished, refuse another config or version, resume, status, parts.
 """
 
 from __future__ import annotations
@@ -66,6 +69,12 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def save_torch(path: Path, obj: Any) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_npz_plain(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -177,3 +186,127 @@ def load_runs(root: str | Path = "runs", table: str = "metrics", config: bool = 
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
+
+
+# ---- the lifecycle of one run folder ------------------------------------------
+
+PART_SUFFIX = {"metrics": ".parquet", "corr": ".npz"}
+
+
+class RunFolder:
+    """One run's folder: ``root/<run id>``. Nothing is written until ``begin``."""
+
+    def __init__(self, root: str | Path, cfg):
+        self.cfg = cfg
+        self.path = Path(root) / cfg.run_id
+        self.latest = self.path / "checkpoints" / "latest.pt"
+        self.parts = self.path / "parts"
+
+    # ---- state ------------------------------------------------------------
+    @property
+    def status(self) -> dict[str, Any]:
+        return run_status(self.path) if self.path.exists() else {"state": "new"}
+
+    @property
+    def finished(self) -> bool:
+        return self.status.get("state") == "finished"
+
+    def check_config(self) -> None:
+        """A folder of this run id must hold this config, compared by canonical form (so a field
+        added later with a no-op default never orphans older folders)."""
+        path = self.path / "config.json"
+        if not path.exists():
+            return
+        from .config import build_config
+
+        stored = read_json(path)
+        try:
+            same = build_config(stored).canonical() == self.cfg.canonical() and stored.get("name") == self.cfg.name
+        except UserError:
+            same = False
+        if not same:
+            raise UserError(f"{self.path} holds a different config; remove the folder or change name")
+
+    def resume_point(self, version: str) -> dict | None:
+        """The resume checkpoint's content, if there is one (another version's: an error)."""
+        if not self.latest.exists():
+            return None
+        meta = self.path / "meta.json"
+        started_by = read_json(meta).get("version") if meta.exists() else None
+        if started_by != version:
+            by = f"teacherstudent {started_by}" if started_by else "an unknown version (no meta.json)"
+            raise UserError(f"{self.path} was started by {by}, this is {version}: resuming would mix two versions' "
+                            "training numerics; finish it with that version or start again with --force")
+        st = load_torch(self.latest)
+        if not isinstance(st, dict) or "trainer" not in st:
+            raise UserError(f"checkpoint {self.latest} does not hold this version's resume state; delete it to start "
+                            "the run again")
+        return st
+
+    # ---- writing ----------------------------------------------------------
+    def begin(self, meta: dict[str, Any], step: int, total_steps: int, force: bool) -> None:
+        """Create the folder, write config/meta/status and drop parts past ``step`` (a crash
+        between a measurement and its checkpoint leaves one)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot create the run folder {self.path} ({err.strerror}); pass a writable folder with --out") from None
+        if force:  # starting again: the old run's resume point goes before meta.json names this version
+            self.latest.unlink(missing_ok=True)
+        self.drop_parts(after=step if step > 0 else -1)
+        write_json(self.path / "config.json", self.cfg.model_dump(mode="json"))
+        write_json(self.path / "meta.json", meta)
+        self.mark("running", step, total_steps)
+
+    def mark(self, state: str, step: int, total_steps: int, **extra: Any) -> None:
+        write_json(self.path / "status.json", {"state": state, "step": step, "total_steps": total_steps, **extra})
+
+    def save_weights(self, name: str, step: int, weights: list) -> None:
+        save_torch(self.path / "checkpoints" / f"{name}.pt", {"step": step, "weights": weights,
+                                                               "seeds": list(self.cfg.student.seeds)})
+
+    def save_resume(self, state: dict) -> None:
+        save_torch(self.latest, state)
+
+    # ---- measurement parts -------------------------------------------------
+    def _part(self, kind: str, step: int) -> Path:
+        return self.parts / f"{kind}-{step:012d}{PART_SUFFIX[kind]}"
+
+    def write_part(self, kind: str, step: int, obj) -> None:
+        if kind == "metrics":
+            write_parquet(self._part(kind, step), obj)
+        else:
+            write_npz_plain(self._part(kind, step), obj)
+
+    def part_steps(self, kind: str) -> list[int]:
+        if not self.parts.is_dir():
+            return []
+        return sorted(int(p.name[len(kind) + 1:-len(PART_SUFFIX[kind])]) for p in self.parts.glob(f"{kind}-*{PART_SUFFIX[kind]}"))
+
+    def read_parts(self, kind: str) -> dict[int, Any]:
+        out = {}
+        for step in self.part_steps(kind):
+            path = self._part(kind, step)
+            try:
+                if kind == "metrics":
+                    out[step] = pd.read_parquet(path)
+                else:
+                    with np.load(path) as z:
+                        out[step] = {k: z[k] for k in z.files}
+            except Exception as err:
+                raise UserError(f"{path} is corrupted ({type(err).__name__}); delete {self.latest} and run again "
+                                "to redo the run") from None
+        return out
+
+    def drop_parts(self, after: int | None = None) -> None:
+        """Remove measurement parts (all, or those of steps after ``after``)."""
+        if not self.parts.is_dir():
+            return
+        for kind in PART_SUFFIX:
+            for step in self.part_steps(kind):
+                if after is None or step > after:
+                    self._part(kind, step).unlink()
+        if after is None:
+            for p in self.parts.iterdir():  # temporary files of a writer that died
+                p.unlink()
+            self.parts.rmdir()

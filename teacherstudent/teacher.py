@@ -15,12 +15,16 @@ Everything is float64 and deterministic from ``teacher.seed``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # config imports this module (no import cycle at run time)
+    from .config import TeacherConfig
+
 import math
 from dataclasses import dataclass
 
 import torch
 
-from .config import TeacherConfig
 from .errors import UserError
 from .inputs import InputDistribution
 from .seeds import seeded
