@@ -1,4 +1,4 @@
-"""Lottery tickets from lucky nodes: rewind vs re-initialise vs random selection (SCIENCE.md section 5).
+"""Lottery tickets from lucky nodes: rewind vs re-initialise vs random selection (docs/science.md §5).
 
 One parent run (the default Gaussian setting, ``--epochs`` epochs, ``--seeds`` members in
 one ensemble, weights also kept after the first epoch), then for every keep fraction the
@@ -13,7 +13,7 @@ lottery probes (node pruning, per layer):
 - ``fanout``: the nodes with the largest fan-out norm, rewound to init;
 
 and two re-initialisation probes at full width (``probe reinit --nodes winners|random``).
-Prediction (SCIENCE.md section 5): ``rewind`` about matches the full student; ``reinit``
+Prediction (docs/science.md §5): ``rewind`` about matches the full student; ``reinit``
 is clearly worse; ``random`` worse still. Tables: ``summary`` (members' mean and spread
 per keep and arm), ``paired`` (per-member differences between arms, e.g. rewind - reinit,
 with their spread), ``reinit`` (the re-initialisation probes) and ``members`` (every
@@ -113,11 +113,12 @@ def main(out: Path = typer.Option(Path("runs"), help="Runs root (parent and prob
     frames = [_members(parent, 1.0, "full")]
     for keep in keep_list:
         for arm, (by, rewind) in ARMS.items():
-            (child,) = run_lottery(parent, keep, by, "layer", f"step:{late}" if rewind == "step" else rewind, root=out,
-                                   device=device, on_progress=say, command=["analysis/lottery_probe.py"])
+            (child,) = run_lottery(parent, keep=keep, by=by, rewind=f"step:{late}" if rewind == "step" else rewind,
+                                   root=out, device=device, on_progress=say, command=["analysis/lottery_probe.py"])
             frames.append(_members(child, keep, arm))
     for nodes in ("winners", "random"):
-        child = run_reinit(parent, nodes, root=out, device=device, on_progress=say, command=["analysis/lottery_probe.py"])
+        child = run_reinit(parent, nodes=nodes, root=out, device=device, on_progress=say,
+                           command=["analysis/lottery_probe.py"])
         frames.append(_members(child, 1.0, f"reinit {nodes}"))
     members = pd.concat(frames, ignore_index=True)
     tables = {"summary": summary_table(members[~members.arm.str.startswith("reinit ")]),

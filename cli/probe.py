@@ -20,7 +20,7 @@ from rich.table import Table
 
 from .common import console, user_errors
 
-app = typer.Typer(help="Lottery-ticket and re-initialisation probes of a finished run (SCIENCE.md section 5).",
+app = typer.Typer(help="Lottery-ticket and re-initialisation probes of a finished run (docs/science.md §5).",
                   no_args_is_help=True)
 
 RUN = typer.Argument(..., help="Parent run: folder, run id or unique prefix.")
@@ -99,6 +99,28 @@ def _train_and_compare(parent: Path, kind: str, jobs: list[Callable[[_Bars], lis
     console.print("results: " + ", ".join(str(f) for f in folders))
 
 
+# The library speaks in config fields (probe.keep); the command line in flags (--keep).
+FLAGS = {f"probe.{f}": f"--{f}" for f in ("keep", "by", "scope", "rewind", "rounds", "seed", "nodes", "layers")}
+
+
+def flag_errors(fn: Callable) -> Callable:
+    """Re-word a library error about a probe field in terms of its command-line flag."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from teacherstudent.errors import UserError
+
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            msg = str(err)
+            for field, flag in FLAGS.items():
+                msg = msg.replace(field, flag)
+            raise UserError(msg) from None
+    return wrapper
+
+
 def _parse_layers(text: Optional[str]) -> Optional[list[int]]:
     from teacherstudent.errors import UserError
 
@@ -112,6 +134,7 @@ def _parse_layers(text: Optional[str]) -> Optional[list[int]]:
 
 @app.command()
 @user_errors
+@flag_errors
 def lottery(
     run: str = RUN,
     keep: float = typer.Option(..., "--keep", help="Fraction of nodes (or weights, with --by magnitude) to keep, in (0, 1]."),
@@ -126,26 +149,28 @@ def lottery(
 ) -> None:
     """Prune a finished run to the nodes (or weights) chosen --by, rewind and retrain; compare with the parent."""
     from teacherstudent.probes import run_lottery
-    from teacherstudent.probes.lottery import lottery_configs
+    from teacherstudent.probes.lottery import lottery_plan
     from teacherstudent.probes.runs import finished_parent
 
-    parent, pcfg = finished_parent(run, out)
-    # (selection, rewind, seed): the seed only reaches probes that draw random numbers
-    plan = [(b, r, seed if b == "random" or r == "reinit" else 0) for b in by for r in rewind]
-    if seed != 0 and not any(s for _, _, s in plan):
+    parent, _ = finished_parent(run, out)
+    # one probe per (selection, rewind); the seed only reaches probes that draw random numbers
+    plan = [{"keep": keep, "by": b, "scope": scope, "rewind": r, "rounds": rounds,
+             "seed": seed if b == "random" or r == "reinit" else 0} for b in by for r in rewind]
+    if seed != 0 and not any(p["seed"] for p in plan):
         from teacherstudent.errors import UserError
 
-        raise UserError("--seed only matters for --by random or --rewind reinit; drop it")
-    for b, r, s in plan:  # every bad option fails before anything trains
-        lottery_configs(parent, pcfg, keep, b, scope, r, rounds, s, set_)
+        raise UserError("probe.seed does nothing unless probe.by='random' or probe.rewind='reinit'; drop it")
+    for p in plan:  # every bad option fails before anything trains
+        lottery_plan(parent, p, out, set_)
     _train_and_compare(parent, "lottery", [
-        lambda bars, b=b, r=r, s=s: run_lottery(parent, keep, b, scope, r, rounds, s, out, device, set_,
-                                                on_progress=bars, command=sys.argv)
-        for b, r, s in plan])
+        lambda bars, p=p: run_lottery(parent, p, root=out, device=device, overrides=set_, on_progress=bars,
+                                      command=sys.argv)
+        for p in plan])
 
 
 @app.command()
 @user_errors
+@flag_errors
 def reinit(
     run: str = RUN,
     nodes: list[str] = typer.Option(["winners"], "--nodes",
@@ -158,15 +183,17 @@ def reinit(
 ) -> None:
     """Re-randomise the fan-in of chosen nodes of the parent's initialisation, train again, compare."""
     from teacherstudent.probes import run_reinit
-    from teacherstudent.probes.reinit import check_nodes
+    from teacherstudent.probes.reinit import reinit_plan
     from teacherstudent.probes.runs import finished_parent
 
     parent, _ = finished_parent(run, out)
-    layer_list = _parse_layers(layers)
-    check_nodes(nodes)  # every bad option fails before anything trains
+    plan = [{"nodes": n, "layers": _parse_layers(layers), "seed": seed} for n in nodes]
+    for p in plan:  # every bad option fails before anything trains
+        reinit_plan(parent, p, out, set_)
     _train_and_compare(parent, "reinit", [
-        lambda bars, n=n: [run_reinit(parent, n, layer_list, seed, out, device, set_, on_progress=bars, command=sys.argv)]
-        for n in nodes])
+        lambda bars, p=p: [run_reinit(parent, p, root=out, device=device, overrides=set_, on_progress=bars,
+                                      command=sys.argv)]
+        for p in plan])
 
 
 @app.command()

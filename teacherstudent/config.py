@@ -56,7 +56,7 @@ def _distinct_steps(name: str, v: tuple[int, ...]) -> tuple[int, ...]:
 
 
 class TeacherConfig(_Section):
-    """The fixed teacher network (SCIENCE.md section 2)."""
+    """The fixed teacher network (docs/science.md §2)."""
 
     d: int = Field(20, gt=0, description="input dimension")
     widths: tuple[int, ...] = Field((10, 15, 20, 25), min_length=1, description="hidden widths m_1..m_L, bottom up")
@@ -97,7 +97,7 @@ class TeacherConfig(_Section):
 
 
 class InputsConfig(_Section):
-    """Input distribution, training set and evaluation set (SCIENCE.md section 3)."""
+    """Input distribution, training set and evaluation set (docs/science.md §3)."""
 
     kind: str = "gaussian"
     sigma: float = Field(10.0, gt=0)
@@ -401,6 +401,19 @@ def format_validation_error(err: ValidationError) -> str:
             msg += f" (got {e['input']!r})"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "invalid config: " + "; ".join(parts)
+
+
+def probe_config(model: type[_Probe], spec: _Probe | dict[str, Any] | None, **fields: Any) -> _Probe:
+    """A validated probe config of ``model``'s kind from a config, a dict and/or fields
+    (later ones win); bad values give the one-line ``invalid probe`` error."""
+    data = spec.model_dump() if isinstance(spec, BaseModel) else dict(spec or {})
+    data.update(fields)
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        msg = format_validation_error(err).removeprefix("invalid config: ")
+        raise UserError("invalid probe: " + ("; ".join(p if p.startswith("probe.") else f"probe.{p}"
+                                                       for p in msg.split("; ")))) from None
 
 
 def build_config(data: dict[str, Any]) -> ExperimentConfig:

@@ -1,4 +1,4 @@
-"""Input distributions (SCIENCE.md section 3): a plain-dict registry, one small class each.
+"""Input distributions (docs/science.md §3): a plain-dict registry, one small class each.
 
 Every kind scales its inputs with ``inputs.sigma`` (per-coordinate standard deviation for
 ``gaussian``, ``uniform`` and ``digits``; the spread of the centres for ``clusters``; the

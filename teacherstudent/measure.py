@@ -1,4 +1,4 @@
-"""Node-alignment measurements (SCIENCE.md section 4), batched over ensemble members.
+"""Node-alignment measurements (docs/science.md §4), batched over ensemble members.
 
 Glossary: ``C_l[k, j]`` Pearson correlation over evaluation samples between teacher node
 ``k`` and student node ``j`` of hidden layer ``l`` (shape ``[K, m_l, n_l]`` for the

@@ -8,7 +8,11 @@ one enum so two features cannot pick the same number by accident.
 Key encoding (``words``): a key whose parts all fit in 32 bits is hashed as those words,
 exactly as teacherstudent 0.2 did, so existing runs keep their numbers. Any other key
 (a seed of 2**32 or more) is encoded with each part as two 32-bit words plus a tag and
-its length: no two distinct keys share a stream, and such keys never meet a short one.
+its length: no two distinct keys share a hash input, and such keys never meet a short one.
+
+torch's CPU generator (mt19937) keeps only 32 bits of the seed it is given, so a 64-bit
+seed never goes to it directly: seeds below 2**32 are used as they are (as in 0.2), larger
+ones through the hash (``seeded``). Two distinct keys then collide with probability 2**-32.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class Stream(IntEnum):
     PROBE_FRESH = 0xF4E5  # fresh weights of rewind='reinit' / reinit probes
     PROBE_RANDOM = 0x5E1EC7  # random node/weight selection of lottery probes
     PROBE_CHOICE = 0xC401CE  # random node choice of reinit probes
+    WIDE_SEED = 0x5EED  # a seed of 2**32 or more, hashed for torch's 32-bit seeding (``seeded``)
 
 
 def words(*key: int) -> list[int]:
@@ -62,5 +67,7 @@ def generator(seed: int, stream: Stream | int, *index: int) -> torch.Generator:
 
 
 def seeded(seed: int) -> torch.Generator:
-    """A generator seeded with ``seed`` itself (teacher weights, a student's initial weights)."""
-    return torch.Generator().manual_seed(int(seed))
+    """A generator for ``seed`` itself (teacher weights, a student's initial weights): the
+    seed as it is below 2**32, its hash above (torch would drop its high bits)."""
+    seed = int(seed)
+    return torch.Generator().manual_seed(seed if 0 <= seed < 2**32 else derive(seed, Stream.WIDE_SEED))

@@ -31,6 +31,7 @@ def read_table(folder: Path, table: str) -> pd.DataFrame:
 def layer_summary(folder: Path) -> pd.DataFrame:
     """At the last step: per hidden layer, the mean over members of each layer metric
     (``best_corr_mean_std`` is the spread of ``best_corr_mean`` over members)."""
+    read_config(folder)  # a damaged config.json is an error, not a table without its config
     m = read_table(folder, "metrics")
     last = m[(m.step == m.step.max()) & m.layer.notna() & m.metric.isin(LAYER_METRICS)]
     # dropna=False: a metric that is NaN for every member (all diverged) stays a NaN column, not a missing one
@@ -38,8 +39,10 @@ def layer_summary(folder: Path) -> pd.DataFrame:
     wide = wide.reindex(columns=["layer", "member", *LAYER_METRICS])
     out = wide.groupby("layer")[LAYER_METRICS].mean()
     out["best_corr_mean_std"] = wide.groupby("layer")["best_corr_mean"].std(ddof=0)
-    teacher_widths = read_config(folder)["teacher"]["widths"]
-    out.insert(0, "teacher_width", [teacher_widths[int(l)] for l in out.index])
+    # the measured teacher's widths (inputs.labels='wide_teacher' measures a wider one than teacher.widths)
+    nodes = read_table(folder, "teacher_nodes")
+    measured = nodes.groupby("layer").teacher_node.max() + 1
+    out.insert(0, "teacher_width", [int(measured.get(l, 0)) for l in out.index])
     return out.reset_index()
 
 

@@ -1,4 +1,4 @@
-"""Teacher generator (SCIENCE.md section 2).
+"""Teacher generator (docs/science.md §2).
 
 Glossary: ``m_l`` teacher width of hidden layer ``l`` (0-based, bottom up), ``W_l`` its
 weights ``[m_l, m_{l-1}]``, ``b_l`` its biases, ``C`` the number of outputs.

@@ -1,4 +1,4 @@
-"""Lottery-ticket and re-initialisation probes on finished runs (SCIENCE.md section 5).
+"""Lottery-ticket and re-initialisation probes on finished runs (docs/science.md §5).
 
 One file per concept: ``select`` (what to keep: fan-out, alignment, random, magnitude;
 per layer or global), ``prune`` (physically smaller or masked students), ``rewind``
@@ -11,9 +11,22 @@ Glossary: ``K`` members, ``n_l`` student width of hidden layer ``l`` in the pare
 nodes ``j*(k)``: each teacher node's final winner in the parent.
 """
 
+from collections.abc import Callable
+from pathlib import Path
+
 from .lottery import run_lottery
 from .reinit import run_reinit
 from .report import compare, member_summary, paired
 from .runs import probes_of
 
-__all__ = ["compare", "member_summary", "paired", "probes_of", "run_lottery", "run_reinit"]
+# Probe kinds: config.probe.kind -> the function that runs one (its config model is in config.ProbeConfig).
+PROBES: dict[str, Callable[..., list[Path] | Path]] = {"lottery": run_lottery, "reinit": run_reinit}
+
+
+def run_probe(run: str | Path, spec, **kw) -> list[Path]:
+    """Run the probe config ``spec`` (a ``LotteryProbe`` or ``ReinitProbe``) on ``run``; the child folders."""
+    out = PROBES[spec.kind](run, spec, **kw)
+    return out if isinstance(out, list) else [out]
+
+
+__all__ = ["PROBES", "compare", "member_summary", "paired", "probes_of", "run_lottery", "run_probe", "run_reinit"]

@@ -1,4 +1,4 @@
-"""Lottery-ticket probes: prune a finished run, rewind, retrain (SCIENCE.md section 5).
+"""Lottery-ticket probes: prune a finished run, rewind, retrain (docs/science.md §5).
 
 ``run_lottery(parent, keep, by, ...)`` makes ``rounds`` child runs. Round ``r`` scores the
 nodes (or weights) of the previous round's trained students (round 1: the parent's),
@@ -17,9 +17,8 @@ from typing import Callable
 
 import torch
 
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, LotteryProbe, probe_config
 from ..ensemble import Ensemble
-from ..errors import UserError
 from ..inputs import input_dim
 from ..simulate import pick_device, run_experiment
 from ..store import load_torch
@@ -27,41 +26,36 @@ from . import report
 from .prune import MaskedEnsemble, fan_in_of_masks, fan_in_of_nodes, node_masks, prune_nodes, rescale, widths_of
 from .rewind import checkpoint_state, fresh_params, rewind_step
 from .runs import annotate, child_config, finished_parent, is_complete, load_probe
-from .select import RULES, SCOPES, alignment_scores, fanout_scores, random_scores, select_nodes, select_weights
+from .select import alignment_scores, fanout_scores, random_scores, select_nodes, select_weights
 
 Progress = Callable[[str, int, int], None]
 
 
-def _check(keep: float, by: str, scope: str, rounds: int) -> None:
-    if not 0 < keep <= 1:
-        raise UserError(f"--keep must lie in (0, 1] (a fraction of the nodes or weights to keep), got {keep:g}")
-    if by not in RULES:
-        raise UserError(f"unknown selection --by {by!r}; known: {', '.join(RULES)}")
-    if scope not in SCOPES:
-        raise UserError(f"unknown --scope {scope!r}; known: {', '.join(SCOPES)}")
-    if rounds < 1:
-        raise UserError(f"--rounds must be at least 1, got {rounds}")
-
-
-def lottery_configs(parent: Path, parent_cfg: ExperimentConfig, keep: float, by: str, scope: str = "layer",
-                    rewind: str = "init", rounds: int = 1, seed: int = 0,
+def lottery_configs(parent: Path, parent_cfg: ExperimentConfig, spec: LotteryProbe,
                     overrides: list[str] | None = None) -> list[ExperimentConfig]:
-    """The child configs of every round, after checking every option and that the parent
-    kept the rewind checkpoint (nothing is run)."""
-    _check(keep, by, scope, rounds)
-    step = rewind_step(rewind)
+    """The child configs of every round, after checking that the parent kept the rewind
+    checkpoint (nothing is run)."""
+    step = rewind_step(spec.rewind)
     if step:
         checkpoint_state(parent, step)
-    base = {"kind": "lottery", "by": by, "keep": keep, "scope": scope, "rewind": rewind, "rounds": rounds, "seed": seed}
-    return [child_config(parent_cfg, {**base, "round": r}, overrides) for r in range(1, rounds + 1)]
+    base = spec.model_dump(mode="json", exclude={"round"})
+    return [child_config(parent_cfg, {**base, "round": r}, overrides) for r in range(1, spec.rounds + 1)]
 
 
-def run_lottery(run: str | Path, keep: float, by: str, scope: str = "layer", rewind: str = "init", rounds: int = 1,
-                seed: int = 0, root: str | Path = "runs", device: str = "auto", overrides: list[str] | None = None,
-                on_progress: Progress | None = None, command: list[str] | None = None) -> list[Path]:
-    """Prune, rewind and retrain a finished run; returns the child run folder of every round."""
+def lottery_plan(run: str | Path, spec: LotteryProbe | dict | None = None, root: str | Path = "runs",
+                 overrides: list[str] | None = None, **fields) -> tuple[Path, ExperimentConfig, list[ExperimentConfig]]:
+    """The parent and the child config of every round of the probe ``spec`` (a ``LotteryProbe``,
+    or its fields: ``keep``, ``by``, ``scope``, ``rewind``, ``rounds``, ``seed``), all checked."""
     parent, pcfg = finished_parent(run, root)
-    cfgs = lottery_configs(parent, pcfg, keep, by, scope, rewind, rounds, seed, overrides)
+    spec = probe_config(LotteryProbe, spec, **fields, parent=parent.name)
+    return parent, pcfg, lottery_configs(parent, pcfg, spec, overrides)
+
+
+def run_lottery(run: str | Path, spec: LotteryProbe | dict | None = None, *, root: str | Path = "runs",
+                device: str = "auto", overrides: list[str] | None = None, on_progress: Progress | None = None,
+                command: list[str] | None = None, **fields) -> list[Path]:
+    """Prune, rewind and retrain a finished run; returns the child run folder of every round."""
+    parent, pcfg, cfgs = lottery_plan(run, spec, root, overrides, **fields)
     pick_device(device)
     folders, source = [], parent
     for cfg in cfgs:

@@ -1,4 +1,4 @@
-"""Re-initialisation probes at initialisation: a direct test of "luck" (SCIENCE.md section 5).
+"""Re-initialisation probes at initialisation: a direct test of "luck" (docs/science.md §5).
 
 Take the parent's initial students, re-randomise the fan-in (incoming weights and bias)
 of chosen hidden nodes, and train again with the parent's data, order and schedule.
@@ -17,17 +17,15 @@ from pathlib import Path
 
 import torch
 
-from ..seeds import Stream, generator
+from ..config import ExperimentConfig, ReinitProbe, probe_config
 from ..ensemble import Ensemble
 from ..errors import UserError
+from ..seeds import Stream, generator
 from ..simulate import pick_device, run_experiment
 from . import report
 from .lottery import Progress
 from .rewind import checkpoint_state, fresh_params
 from .runs import annotate, child_config, finished_parent, is_complete
-
-NODES = ("winners", "random")
-
 
 def choose(nodes: str, lucky_masks: list[torch.Tensor], layers: list[int], seeds: tuple[int, ...],
            seed: int) -> list[torch.Tensor]:
@@ -50,24 +48,25 @@ def choose(nodes: str, lucky_masks: list[torch.Tensor], layers: list[int], seeds
     return out
 
 
-def check_nodes(nodes: list[str]) -> None:
-    """Every ``--nodes`` value is one of ``NODES`` (checked before anything trains)."""
-    unknown = [n for n in nodes if n not in NODES]
-    if unknown:
-        raise UserError(f"unknown --nodes {unknown[0]!r}; known: {', '.join(NODES)}")
-
-
-def run_reinit(run: str | Path, nodes: str = "winners", layers: list[int] | None = None, seed: int = 0,
-               root: str | Path = "runs", device: str = "auto", overrides: list[str] | None = None,
-               on_progress: Progress | None = None, command: list[str] | None = None) -> Path:
-    """Re-randomise chosen nodes of the parent's initialisation and train again; returns the child folder."""
+def reinit_plan(run: str | Path, spec: ReinitProbe | dict | None = None, root: str | Path = "runs",
+                overrides: list[str] | None = None, **fields) -> tuple[Path, ExperimentConfig, ExperimentConfig]:
+    """The parent and the child config of the probe ``spec`` (a ``ReinitProbe``, or its fields:
+    ``nodes``, ``layers``, ``seed``), all checked."""
     parent, pcfg = finished_parent(run, root)
-    check_nodes([nodes])
+    spec = probe_config(ReinitProbe, spec, **fields, parent=parent.name)
     L = len(pcfg.teacher.widths)
-    if layers is not None and (not layers or any(not 0 <= l < L for l in layers) or len(set(layers)) != len(layers)):
-        raise UserError(f"--layers must list distinct hidden layers among 0..{L - 1}, got {layers}")
-    probe = {"kind": "reinit", "nodes": nodes, "layers": sorted(layers) if layers is not None else None, "seed": seed}
-    cfg = child_config(pcfg, probe, overrides)
+    if spec.layers is not None and max(spec.layers) >= L:
+        raise UserError(f"probe.layers must list hidden layers among 0..{L - 1}, got {list(spec.layers)}")
+    return parent, pcfg, child_config(pcfg, spec.model_dump(mode="json"), overrides)
+
+
+def run_reinit(run: str | Path, spec: ReinitProbe | dict | None = None, *, root: str | Path = "runs",
+               device: str = "auto", overrides: list[str] | None = None, on_progress: Progress | None = None,
+               command: list[str] | None = None, **fields) -> Path:
+    """Re-randomise chosen nodes of the parent's initialisation and train again; returns the child folder."""
+    parent, pcfg, cfg = reinit_plan(run, spec, root, overrides, **fields)
+    p = cfg.probe
+    nodes, layers, seed, L = p.nodes, p.layers, p.seed, len(pcfg.teacher.widths)
     pick_device(device)
     folder = parent.parent / cfg.run_id
     if is_complete(folder):

@@ -70,16 +70,19 @@ def selection_rows(run_id: str, seeds: tuple[int, ...], flag: str, chosen: list[
     return rows
 
 
-def outcome_rows(tn: pd.DataFrame, run_id: str, step: int, epoch: float) -> list[dict]:
-    """Last-step probe rows from an annotated ``teacher_nodes`` table (see module docstring)."""
-    rows = []
+def outcome_rows(tn: pd.DataFrame, run_id: str, step: int, epoch: float, recovered: float = 0.95) -> list[dict]:
+    """Last-step probe rows from an annotated ``teacher_nodes`` table (see module docstring);
+    delays and losses are counted at the ``recovered`` threshold (``measure.recovered``)."""
+    rows, col = [], f"step_corr_{recovered:g}"
     for (member, layer), t in tn.groupby(["member", "layer"], sort=True):
-        both = t["step_corr_0.95"].notna() & t["parent_step_corr_0.95"].notna()
-        delay = (t["step_corr_0.95"][both].astype(float) - t["parent_step_corr_0.95"][both].astype(float)).mean()
-        lost = (t["parent_step_corr_0.95"].notna() & t["step_corr_0.95"].isna()).mean()
+        mine = t[col] if col in t else pd.Series(pd.NA, index=t.index, dtype="Int64")
+        parent = t[f"parent_{col}"] if f"parent_{col}" in t else pd.Series(pd.NA, index=t.index, dtype="Int64")
+        both = mine.notna() & parent.notna()
+        delay = (mine[both].astype(float) - parent[both].astype(float)).mean()
+        lost = (parent.notna() & mine.isna()).mean()
         same = (t["winner_parent_node"] == t["parent_winner"]).mean()
-        for name, v in {"same_winner_frac": same, "delay_0.95_steps": delay if both.any() else np.nan,
-                        "lost_0.95_frac": lost}.items():
+        for name, v in {"same_winner_frac": same, f"delay_{recovered:g}_steps": delay if both.any() else np.nan,
+                        f"lost_{recovered:g}_frac": lost}.items():
             rows.append(_row(run_id, int(member), step, epoch, int(layer), name, v))
     return rows
 

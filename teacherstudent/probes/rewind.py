@@ -1,4 +1,4 @@
-"""Where a probe's students start (SCIENCE.md section 5).
+"""Where a probe's students start (docs/science.md §5).
 
 ``init``: the parent's own initial weights (the winning ticket); ``step:K``: its weights
 at step ``K`` (late rewinding; the parent must have kept ``checkpoints/step_K.pt`` via

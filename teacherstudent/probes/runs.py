@@ -32,7 +32,9 @@ from ..store import list_runs, load_torch, read_json, resolve_run, run_status, s
 from .report import outcome_rows
 
 PROBE_SECTIONS = ("training", "measure")
-TEACHER_COLS = ["winner", "final_corr", "step_corr_0.9", "step_corr_0.95"]
+def teacher_cols(table: pd.DataFrame) -> list[str]:
+    """The parent columns a probe's teacher table carries (``step_corr_<t>`` for the parent's thresholds)."""
+    return ["winner", "final_corr", *[c for c in table.columns if c.startswith("step_corr_")]]
 
 
 def run_config(folder: Path) -> ExperimentConfig:
@@ -120,8 +122,10 @@ def annotate(folder: Path, parent: Path, node_map: list[torch.Tensor], flags: di
     tn = tn[[c for c in tn.columns if not c.startswith(("parent_", "winner_parent"))]]
     k, layer = _member_index(tn, seeds), tn["layer"].to_numpy()
     tn["winner_parent_node"] = _lookup(node_map, k, layer, tn["winner"].to_numpy())
-    ptn = pd.read_parquet(parent / "teacher_nodes.parquet")[["member", "layer", "teacher_node", *TEACHER_COLS]]
-    tn = tn.merge(ptn.rename(columns={c: f"parent_{c}" for c in TEACHER_COLS}), on=["member", "layer", "teacher_node"],
+    ptn = pd.read_parquet(parent / "teacher_nodes.parquet")
+    cols = teacher_cols(ptn)
+    ptn = ptn[["member", "layer", "teacher_node", *cols]]
+    tn = tn.merge(ptn.rename(columns={c: f"parent_{c}" for c in cols}), on=["member", "layer", "teacher_node"],
                   how="left", validate="one_to_one")
     for name, fl in flags.items():
         tn[f"parent_winner_{name}"] = _lookup(fl, k, layer, tn["parent_winner"].to_numpy())
@@ -129,7 +133,8 @@ def annotate(folder: Path, parent: Path, node_map: list[torch.Tensor], flags: di
     metrics = pd.read_parquet(folder / "metrics.parquet")
     metrics = metrics[metrics["split"] != "probe"]
     last = metrics[metrics["step"] == metrics["step"].max()].iloc[0]
-    rows = rows + outcome_rows(tn, run_config(folder).run_id, int(last["step"]), float(last["epoch"]))
+    cfg = run_config(folder)
+    rows = rows + outcome_rows(tn, cfg.run_id, int(last["step"]), float(last["epoch"]), cfg.measure.recovered)
     new = pd.DataFrame(rows, columns=metrics.columns).astype(metrics.dtypes.to_dict())
     metrics = pd.concat([metrics, new], ignore_index=True)
 

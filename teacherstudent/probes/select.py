@@ -1,4 +1,4 @@
-"""What a lottery probe keeps (SCIENCE.md section 5).
+"""What a lottery probe keeps (docs/science.md §5).
 
 Node level (structured): every hidden student node gets a score, ``[K, n_l]`` per layer,
 and the highest-scoring nodes are kept. ``scope='layer'`` keeps ``count(keep, n_l)`` nodes

@@ -1,0 +1,111 @@
+"""Strict configs: a setting that would do nothing is one clear error naming the field;
+config-time checks; stored configs compared by canonical form."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from teacherstudent.config import ExperimentConfig, build_config
+from teacherstudent.errors import UserError
+from teacherstudent.simulate import run_experiment
+
+from conftest import tiny
+
+
+@pytest.mark.parametrize("data, field, fix", [
+    ({"training": {"optimizer": "adam", "momentum": 0.9}}, "training.momentum", "training.optimizer='sgd'"),
+    ({"training": {"optimizer": "adam", "nesterov": True}}, "training.nesterov", "training.optimizer='sgd'"),
+    ({"training": {"betas": [0.8, 0.99]}}, "training.betas", "training.optimizer='adam'"),
+    ({"training": {"gamma": 0.5}}, "training.gamma", "training.schedule='step'"),
+    ({"training": {"step_epochs": 3}}, "training.step_epochs", "training.schedule='step'"),
+    ({"training": {"schedule": "cosine", "gamma": 0.5}}, "training.gamma", "training.schedule='step'"),
+    ({"training": {"milestones": {0: 0.1}}}, "milestones", "piecewise"),
+    ({"training": {"epochs": 3, "steps": 100}}, "training.epochs", "training.steps is left unset"),
+    ({"measure": {"every_steps": 50}}, "measure.every_steps", "measure.every='steps'"),
+    ({"measure": {"every": "log", "every_steps": 50}}, "measure.every_steps", "measure.every='steps'"),
+    ({"measure": {"log_points": 12}}, "measure.log_points", "measure.every='log'"),
+    ({"student": {"init_scale": 2.0}}, "student.init_scale", "student.init='scaled'"),
+    ({"inputs": {"wide_factor": 4}}, "wide_factor", "wide_teacher"),
+    ({"inputs": {"n_clusters": 4}}, "n_clusters", "clusters"),
+])
+def test_every_setting_that_would_do_nothing_is_rejected(data, field, fix):
+    with pytest.raises(UserError) as err:
+        build_config(data)
+    msg = str(err.value)
+    assert field in msg and fix in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("data", [
+    {"training": {"optimizer": "adam", "betas": [0.8, 0.99]}},
+    {"training": {"momentum": 0.9, "nesterov": True}},
+    {"training": {"schedule": "step", "gamma": 0.5, "step_epochs": 2}},
+    {"training": {"steps": 100}},
+    {"measure": {"every": "steps", "every_steps": 50}},
+    {"measure": {"every": "log", "log_points": 12}},
+    {"student": {"init": "scaled", "init_scale": 2.0}},
+])
+def test_the_same_settings_are_accepted_where_they_act(data):
+    build_config(data)
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"training": {"checkpoint_steps": [5, 5]}}, "training.checkpoint_steps lists a step twice"),
+    ({"measure": {"corr_steps": [3, 3]}}, "measure.corr_steps lists a step twice"),
+    ({"training": {"steps": 100}, "measure": {"corr_steps": [101]}}, "measure.corr_steps [101] lie outside 0..100"),
+    ({"training": {"steps": 100, "checkpoint_steps": [200]}}, "training.checkpoint_steps [200] lie outside 0..100"),
+    ({"student": {"batchnorm": True}, "training": {"backend": "fast"}}, "training.backend='fast' covers plain ReLU"),
+    ({"measure": {"covered": 0.97}}, "measure.covered (0.97) must not exceed measure.recovered"),
+    ({"measure": {"metrics": ["loss", "nonsense"]}}, "unknown metric 'nonsense'; known: alignment, loss"),
+    ({"training": {"optimizer": "lbfgs"}}, "unknown optimizer 'lbfgs'; known: adam, sgd"),
+    ({"training": {"schedule": "warm"}}, "unknown schedule 'warm'"),
+    ({"training": {"loss": "l1"}}, "unknown loss 'l1'; known: ce, mse"),
+    ({"student": {"seeds": [-1]}}, "student.seeds.0"),
+])
+def test_config_time_errors_are_found_when_the_config_is_built(data, words):
+    with pytest.raises(UserError) as err:
+        build_config(data)
+    assert words in str(err.value)
+
+
+def test_config_with_epochs_past_the_int32_step_limit_is_refused():
+    with pytest.raises(UserError, match="more than 2147483647"):
+        build_config({"inputs": {"train_samples": 1_000_000}, "training": {"batch_size": 1, "epochs": 3000}})
+
+
+def test_pinned_run_ids_are_unchanged():
+    """Run ids of 0.2 configs, probes included, must never change."""
+    assert ExperimentConfig().run_id == "default-44136fa355"
+    assert build_config({"student": {"multiplier": 5}}).run_id == "default-b3dc1d848d"
+    assert build_config({"training": {"optimizer": "adam", "lr": 0.001}}).run_id == "default-79b67b357e"
+    assert build_config({"probe": {"kind": "lottery", "parent": "default-44136fa355", "by": "alignment", "keep": 0.2,
+                                   "scope": "layer", "rewind": "init", "rounds": 1, "round": 1}}).run_id == "default-58c9f0791a"
+    assert build_config({"probe": {"kind": "reinit", "parent": "default-44136fa355", "nodes": "random", "layers": [0, 1],
+                                   "seed": 3}}).run_id == "default-ef8074a5d7"
+    assert build_config({"probe": {"kind": "reinit", "parent": "default-44136fa355"}}).run_id == "default-4002b579f5"
+
+
+def test_a_field_added_later_with_a_no_op_default_keeps_older_folders_usable(tmp_path, monkeypatch):
+    """An older config.json lacks the new field (and a finished or interrupted run of it must
+    still be found, resumed and --force-able), compared by canonical form."""
+    cfg = tiny("training.epochs=3")
+    folder = run_experiment(cfg, tmp_path, device="cpu", max_steps=8)
+    stored = json.loads((folder / "config.json").read_text())
+    del stored["measure"]["metrics"]  # as written by a version before measure.metrics existed
+    (folder / "config.json").write_text(json.dumps(stored))
+    assert run_experiment(cfg, tmp_path, device="cpu") == folder  # resumes, no "different config" error
+    assert json.loads((folder / "status.json").read_text())["state"] == "finished"
+    stored["measure"].pop("metrics", None)  # the older folder, finished: --force must still work
+    (folder / "config.json").write_text(json.dumps(stored))
+    run_experiment(cfg, tmp_path, device="cpu", force=True)
+
+
+def test_a_folder_holding_another_config_is_refused(tmp_path):
+    cfg = tiny()
+    folder = run_experiment(cfg, tmp_path, device="cpu", max_steps=8)
+    stored = json.loads((folder / "config.json").read_text())
+    stored["training"]["lr"] = 0.5
+    (folder / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(UserError, match="holds a different config"):
+        run_experiment(cfg, tmp_path, device="cpu")
