@@ -1,4 +1,4 @@
-"""``teacherstudent bench``: the benchmark table (see benchmarks/suite.py)."""
+"""``teacherstudent bench``: the benchmark table (see benchmarks/suite.py); cli/main.py registers the command."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from .common import console, user_errors
-from .main import app
 
 
 def _f(v: float, fmt: str) -> str:
@@ -47,7 +46,6 @@ def bench_table(result: dict) -> Table:
     return t
 
 
-@app.command()
 @user_errors
 def bench(
     quick: bool = typer.Option(False, "--quick", help="Fewer steps and repeats (about a minute)."),
@@ -57,7 +55,7 @@ def bench(
     settings: str = typer.Option("default,large", "--settings", help="Width settings: default ([10,15,20,25]) and/or large ([50,75,100,125])."),
 ) -> None:
     """Measure training and measurement speed against the reference loop and the machine's GEMM ceiling."""
-    from benchmarks.suite import SETTINGS, run_suite, write_json
+    from teacherstudent_benchmarks.suite import SETTINGS, run_suite, write_json
     from teacherstudent.config import parse_seeds
     from teacherstudent.errors import UserError
     from teacherstudent.simulate import pick_device

@@ -15,7 +15,7 @@ from .common import console, user_errors
 app = typer.Typer(help="Named experiments: analysis/<name>.py with its base config analysis/<name>.toml.",
                   no_args_is_help=True)
 
-ROOT_HELP = "Folder of experiment files (default: the checkout's analysis/)."
+ROOT_HELP = "Folder of experiment files (default: the analysis/ experiments that ship with teacherstudent)."
 
 
 

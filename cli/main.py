@@ -2,21 +2,31 @@
 
 Every command turns a ``UserError`` (and typer's own usage errors) into one line on
 stderr and exit code 2, without a traceback.
+
+This module registers every command and sub-app explicitly; nothing imports it back. Only
+typer and rich are imported here: torch, pandas, numpy and matplotlib load inside the command
+bodies, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from .common import console, err_console, user_errors
+from .bench import bench
+from .common import PROG, OneLineErrors, console, err_console, user_errors
+from .experiment import app as experiment_app
+from .probe import app as probe_app
+from .teacher import app as teacher_app
 
-app = typer.Typer(help="Teacher-student training dynamics of deep ReLU networks.", no_args_is_help=True,
+app = typer.Typer(cls=OneLineErrors, help="Teacher-student training dynamics of deep ReLU networks.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 
 
@@ -45,20 +55,16 @@ def layer_table(folder: Path) -> Table:
 @app.command()
 @user_errors
 def run(
-    config: Optional[Path] = typer.Argument(None, help="TOML file with [teacher], [inputs], [student], [training], [measure] sections."),
+    config: Optional[Path] = typer.Argument(None, help=escape("TOML file with [teacher], [inputs], [student], [training], [measure] sections.")),
     set_: list[str] = typer.Option([], "--set", help="Override a field: section.key=value (repeatable), e.g. --set student.multiplier=5."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Student seeds, one ensemble member each: 1-8, 1,3,5 or 4."),
     out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     force: bool = typer.Option(False, "--force", help="Train again even if the run already finished."),
     figure: bool = typer.Option(True, "--figure/--no-figure", help="Write best_corr.png into the run folder."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice, fewer when the machine is busy)."),
 ) -> None:
     """Train an ensemble of students on a teacher and track node alignment."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
     from teacherstudent.config import load_config, parse_seeds
     from teacherstudent.simulate import pick_device, run_experiment
     from teacherstudent.store import run_status
@@ -72,19 +78,25 @@ def run(
     if run_status(folder).get("state") == "finished" and not force:
         console.print(f"{folder} already finished; showing its results (use --force to train again).")
     else:
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                      TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
-            task = progress.add_task(f"{cfg.run_id} ({len(cfg.student.seeds)} students)", total=None)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            def on_progress(step: int, total: int) -> None:
-                if step % 50 == 0 or step == total:
-                    progress.update(task, completed=step, total=total)
+        from .common import torch_threads
 
-            try:
-                folder = run_experiment(cfg, out, device, on_progress=on_progress, command=sys.argv, force=force)
-            except KeyboardInterrupt:
-                err_console.print(f"interrupted: {folder} keeps its last checkpoint; run the same command again to resume")
-                raise typer.Exit(130) from None
+        with torch_threads(threads) as (n, reason):
+            console.print(f"threads: {n} ({reason})", markup=False, highlight=False)
+            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                          TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
+                task = progress.add_task(f"{cfg.run_id} ({len(cfg.student.seeds)} students)", total=None)
+
+                def on_progress(step: int, total: int) -> None:
+                    if step % 50 == 0 or step == total:
+                        progress.update(task, completed=step, total=total)
+
+                try:
+                    folder = run_experiment(cfg, out, device, on_progress=on_progress, command=sys.argv, force=force)
+                except KeyboardInterrupt:
+                    err_console.print(f"interrupted: {folder} keeps its last checkpoint; run the same command again to resume")
+                    raise typer.Exit(130) from None
     console.print(layer_table(folder))
     if figure:
         from teacherstudent.figures import plot_best_corr
@@ -116,40 +128,96 @@ def figure(run: str = typer.Argument(..., help="Run folder, run id or unique pre
     console.print(f"figure: {plot_best_corr(resolve_run(run, out))}")
 
 
+MAX_FIELD_COLUMNS = 8  # differing config fields shown as columns; the rest are named in the caption
+
+
+def _where_filters(where: list[str]) -> list[tuple[str, Any, str]]:
+    """``section.field=value`` -> (field, parsed value, value text); values parse like ``--set``."""
+    from teacherstudent.config import parse_value
+    from teacherstudent.errors import UserError
+
+    out = []
+    for item in where:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"bad --where {item!r}: write it as section.field=value, e.g. --where student.multiplier=5")
+        out.append((key.strip(), parse_value(value.strip()), value.strip()))
+    return out
+
+
+def _matches(stored: Any, wanted: Any, text: str) -> bool:
+    """A flattened config value (lists and dicts as JSON text) against a ``--where`` value."""
+    if isinstance(wanted, (list, dict)):
+        wanted = json.dumps(wanted, sort_keys=True)
+    return stored == wanted or (isinstance(stored, str) and stored == text)
+
+
+def _flat(data: dict[str, Any]) -> dict[str, Any]:
+    from teacherstudent.store import _flatten  # the same flattening as flat_config / load_runs
+
+    out: dict[str, Any] = {}
+    _flatten("", data, out)
+    return out
+
+
+def _check_fields(filters: list[tuple[str, Any, str]], known: set[str]) -> None:
+    from difflib import get_close_matches
+
+    from teacherstudent.errors import UserError
+
+    for key, _, _ in filters:
+        if key not in known:
+            close = get_close_matches(key, sorted(known), n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(close)}?" if close else "fields are written section.field, as for --set"
+            raise UserError(f"unknown config field {key!r} in --where; {hint}")
+
+
+def differing_fields(configs: list[dict[str, Any]], skip: tuple[str, ...] = ("name",)) -> list[str]:
+    """Flattened config fields whose values are not the same in every config (in config order)."""
+    missing = object()
+    keys = list(dict.fromkeys(k for c in configs for k in c))
+    return [k for k in keys if k not in skip and len({repr(c.get(k, missing)) for c in configs}) > 1]
+
+
 @app.command("ls")
 @user_errors
-def ls(out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders.")) -> None:
-    """List runs: id, state, members, steps."""
-    from teacherstudent.store import list_runs, read_config, run_status
+def ls(out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders."),
+       where: list[str] = typer.Option([], "--where", help="Only runs whose config has section.field=value (repeatable; values as for --set), e.g. --where student.multiplier=5.")) -> None:
+    """List runs: id, state, members, steps, and the config fields that differ between them."""
+    from teacherstudent.config import load_config
+    from teacherstudent.store import flat_config, list_runs, run_status
 
-    folders = list_runs(out)
-    t = Table(title=f"runs in {out}/")
+    filters = _where_filters(where)
+    runs = [(folder, flat_config(folder)) for folder in list_runs(out)]
+    if filters:
+        _check_fields(filters, set(_flat(load_config(None, []).model_dump(mode="json"))).union(*(c for _, c in runs)))
+        runs = [(f, c) for f, c in runs if all(k in c and _matches(c[k], v, text) for k, v, text in filters)]
+    fields = differing_fields([c for _, c in runs])
+    shown, more = fields[:MAX_FIELD_COLUMNS], fields[MAX_FIELD_COLUMNS:]
+    t = Table(title=f"runs in {out}/" + (f" where {', '.join(where)}" if where else ""))
     # whole run ids (never "default-df25e…"): users pass them to `show`
-    t.add_column("run", no_wrap=True, min_width=max((len(f.name) for f in folders), default=3))
-    for col in ["state", "members", "step", "teacher widths", "multiplier"]:
+    t.add_column("run", no_wrap=True, min_width=max((len(f.name) for f, _ in runs), default=3))
+    for col in ["state", "members", "step", *shown]:
         t.add_column(col)
-    for folder in folders:
-        cfg = read_config(folder)
+    for folder, cfg in runs:
         st = run_status(folder)
-        t.add_row(folder.name, st.get("state", "?"), str(len(cfg["student"]["seeds"])),
-                  f"{st.get('step', 0)}/{st.get('total_steps', '?')}", str(cfg["teacher"]["widths"]),
-                  str(cfg["student"]["multiplier"]))
+        t.add_row(folder.name, st.get("state", "?"), str(len(json.loads(cfg["student.seeds"]))),
+                  f"{st.get('step', 0)}/{st.get('total_steps', '?')}", *[Text(str(cfg.get(k, "-"))) for k in shown])
+    if more:
+        t.caption = f"also differing: {', '.join(more)}"
+        t.caption_justify = "left"
     console.print(t)
 
 
-from . import bench as _bench  # noqa: E402,F401  (registers `teacherstudent bench`)
-from .experiment import app as _experiment_app  # noqa: E402
-from .teacher import app as _teacher_app  # noqa: E402
-
-app.add_typer(_teacher_app, name="teacher")  # teacherstudent teacher inspect
-app.add_typer(_experiment_app, name="experiment")  # teacherstudent experiment list|run
-from .probe import app as _probe_app  # noqa: E402
-app.add_typer(_probe_app, name="probe")
+app.command("bench")(bench)  # teacherstudent bench
+app.add_typer(teacher_app, name="teacher")  # teacherstudent teacher inspect
+app.add_typer(experiment_app, name="experiment")  # teacherstudent experiment list|run
+app.add_typer(probe_app, name="probe")  # teacherstudent probe lottery|reinit|show
 
 
 def main() -> None:
-    """Console-script entry: usage errors exit 2 with typer's message, as bad input should."""
-    app()
+    """Console-script entry. The app's group (``OneLineErrors``) prints usage errors as one line and exits 2."""
+    app(prog_name=PROG)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,19 @@ from .summary import read_table
 
 
 def default_root() -> Path:
-    """``analysis/`` of the source checkout (the package's parent folder), else ``./analysis``."""
-    here = Path(__file__).resolve().parent.parent / "analysis"
-    return here if here.is_dir() else Path.cwd() / "analysis"
+    """Where the named experiments live.
+
+    In a source checkout (``analysis/`` beside the package, next to ``pyproject.toml``) that
+    folder; in an installed wheel the ``teacherstudent_analysis`` package it ships as (an editable
+    install maps that package to the same checkout folder); else ``./analysis``.
+    """
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "analysis").is_dir() and (checkout / "pyproject.toml").is_file():
+        return checkout / "analysis"
+    spec = importlib.util.find_spec("teacherstudent_analysis")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))).resolve()
+    return Path.cwd() / "analysis"
 
 
 def list_experiments(root: str | Path | None = None) -> dict[str, str]:

@@ -1,35 +1,44 @@
-"""Figures made only from the run tables (seaborn on a non-interactive backend)."""
+"""Figures made only from the run tables (seaborn on a figure with its own Agg canvas).
+
+Nothing here touches matplotlib's global backend or pyplot's figure registry: a notebook
+user's backend stays as it was, and figures are never shown, only written.
+"""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
-import matplotlib
+from .store import atomic_write_bytes
+from .summary import read_table
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
 
-from .store import atomic_write_bytes  # noqa: E402
-from .summary import read_table  # noqa: E402
+def new_figure(figsize: tuple[float, float] = (6, 4)):
+    """A figure rendered by its own non-interactive Agg canvas (not registered with pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def save_figure(fig, path: Path) -> Path:
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return path
 
 
 def plot_best_corr(folder: Path, path: Path | None = None) -> Path:
     """Mean best correlation per hidden layer over training (band: spread over members)."""
+    import seaborn as sns
+
     m = read_table(folder, "metrics")
     df = m[m.metric == "best_corr_mean"].copy()
     df["layer"] = df["layer"].astype(int).map(lambda l: f"layer {l}")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = new_figure((6, 4))
+    ax = fig.subplots()
     sns.lineplot(data=df, x="step", y="value", hue="layer", errorbar=("pi", 100), marker="o", markersize=3, ax=ax)
     ax.set(xlabel="training step", ylabel="mean best correlation (teacher nodes)", ylim=(0, 1.01),
            title=f"{folder.name}: teacher-node recovery per layer")

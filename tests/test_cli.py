@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +14,9 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from cli.main import app
+from teacherstudent import runtime
 from teacherstudent.simulate import run_experiment
+from teacherstudent_cli.main import app
 
 from conftest import file_bytes, tiny, tiny_overrides
 
@@ -77,6 +81,7 @@ def test_run_prints_the_table_and_folder_and_writes_the_figure(tmp_path):
     assert (folder / "best_corr.png").read_bytes().startswith(PNG)
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["version"]
+    assert text.splitlines()[0].startswith("threads: ")  # the thread count and why, before anything else
 
     again = invoke("run", "--out", out, "--device", "cpu", *sets(), "--set", "student.multiplier=2", "--seeds", "4,5")
     assert again.exit_code == 0
@@ -244,4 +249,211 @@ def test_run_over_a_corrupted_status_is_a_user_error(runs_root, finished_run):
     (runs_root / finished_run.name / "status.json").write_text("garbage")
     before = file_bytes(runs_root)
     assert_user_error(invoke("run", "--out", runs_root, "--device", "cpu", *sets()), "corrupted")
+    assert file_bytes(runs_root) == before
+
+
+# ---- typer's own usage errors: the same one line, with where to read the usage --------------------------
+
+USAGE_ERRORS = {
+    "unknown option": (["run", "--bogus"], ["--bogus", "teacherstudent run --help"]),
+    "threads 0": (["run", "--threads", "0"], ["--threads", "teacherstudent run --help"]),
+    "string for an int": (["run", "--threads", "many"], ["--threads", "integer"]),
+    "missing argument": (["show"], ["Missing argument", "teacherstudent show --help"]),
+    "missing option value": (["ls", "--out"], ["--out", "teacherstudent ls --help"]),
+    "missing required option": (["probe", "lottery", "somerun", "--by", "fanout"], ["--keep", "teacherstudent probe lottery --help"]),
+    "unknown command": (["bogus"], ["bogus", "teacherstudent --help"]),
+    "unknown sub-command": (["teacher", "bogus"], ["bogus", "teacherstudent teacher --help"]),
+}
+
+
+@pytest.mark.parametrize("case", list(USAGE_ERRORS))
+def test_usage_errors_are_one_line_exit_2(tmp_path, case):
+    args, fragments = USAGE_ERRORS[case]
+    before = file_bytes(tmp_path)
+    line = assert_user_error(invoke(*args), *fragments)
+    assert "╭" not in line and "Usage:" not in line
+    assert file_bytes(tmp_path) == before
+
+
+def test_no_arguments_still_prints_the_help():
+    result = invoke()
+    assert result.exit_code == 2
+    assert "Usage" in result.output and "run" in result.output
+
+
+# ---- help is instant: no heavy imports before a command runs ---------------------------------------
+
+HEAVY = ("torch", "pandas", "numpy", "matplotlib", "seaborn", "teacherstudent")
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+
+
+def test_importing_the_cli_imports_nothing_heavy():
+    res = run_python("import sys, teacherstudent_cli.main\n"
+                     f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_run_help_in_a_subprocess_names_the_sections_and_loads_no_torch():
+    code = ("import sys\nfrom teacherstudent_cli.main import app\n"
+            "try:\n    app(['run', '--help'], prog_name='teacherstudent')\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules, 'torch imported for --help'\n")
+    res = run_python(code, COLUMNS="200")
+    assert res.returncode == 0, res.stderr
+    for section in ("[teacher]", "[inputs]", "[student]", "[training]", "[measure]"):
+        assert section in res.stdout, res.stdout
+    assert "Usage: teacherstudent run" in res.stdout
+
+
+def test_the_console_script_answers_help():
+    script = Path(sys.executable).with_name("teacherstudent")
+    if not script.exists():
+        pytest.skip("console script not installed next to this python")
+    res = subprocess.run([str(script), "run", "--help"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr
+    assert "[teacher]" in res.stdout
+
+
+# ---- figures: no global backend switch ------------------------------------------------------------
+
+def test_figures_leave_matplotlib_backend_alone(finished_run, tmp_path):
+    png = tmp_path / "fig.png"
+    code = ("import matplotlib\nfrom pathlib import Path\nimport teacherstudent.figures as f\n"
+            "assert matplotlib.get_backend() == 'template', matplotlib.get_backend()\n"
+            f"f.plot_best_corr(Path({str(finished_run)!r}), Path({str(png)!r}))\n"
+            "assert matplotlib.get_backend() == 'template', matplotlib.get_backend()\n"
+            "import matplotlib.pyplot as plt\nassert plt.get_fignums() == [], plt.get_fignums()\n")
+    res = run_python(code, MPLBACKEND="template")
+    assert res.returncode == 0, res.stderr
+    assert png.read_bytes().startswith(PNG)
+
+
+# ---- threads: a sane default on a busy machine, said in the run's first line ---------------------------
+
+@pytest.fixture
+def machine(monkeypatch):
+    """Set the machine's load and core count seen by teacherstudent.runtime: machine(load, cpus)."""
+    def set_(load, cpus):
+        def getloadavg():
+            if load is None:
+                raise OSError("no load average")
+            return (load, load, load)
+        monkeypatch.setattr(runtime.os, "getloadavg", getloadavg)
+        monkeypatch.setattr(runtime.os, "cpu_count", lambda: cpus)
+    return set_
+
+
+def test_choose_threads_keeps_torch_default_on_an_idle_machine(machine, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    machine(0.2, 8)
+    assert runtime.choose_threads(None) == (4, "torch default")
+    machine(4.4, 8)  # 4 cores free: still enough for 4 threads
+    assert runtime.choose_threads(None) == (4, "torch default")
+    machine(None, 8)  # no load average on this OS
+    assert runtime.choose_threads(None) == (4, "torch default")
+
+
+def test_choose_threads_caps_on_a_busy_machine(machine, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    machine(6.0, 8)
+    assert runtime.choose_threads(None) == (2, "machine busy: load 6.0 on 8 cores")
+    machine(3.1, 2)
+    assert runtime.choose_threads(None) == (1, "machine busy: load 3.1 on 2 cores")
+    machine(50.0, 8)  # never below one thread
+    assert runtime.choose_threads(None)[0] == 1
+
+
+def test_choose_threads_honours_a_request(machine):
+    machine(50.0, 2)
+    assert runtime.choose_threads(3) == (3, "--threads")
+    with pytest.raises(Exception, match="at least 1"):
+        runtime.choose_threads(0)
+
+
+def test_run_says_and_applies_the_thread_count_then_restores_it(tmp_path, machine, monkeypatch):
+    seen = []
+    real = run_experiment
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("teacherstudent.simulate.run_experiment", spy)
+    before = torch.get_num_threads()
+    machine(1000.0, 2)  # badly oversubscribed
+    result = invoke("run", "--out", tmp_path, "--device", "cpu", "--no-figure", *sets())
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "threads: 1 (machine busy: load 1000.0 on 2 cores)"
+    assert seen == [1]
+    assert torch.get_num_threads() == before
+
+    forced = invoke("run", "--out", tmp_path / "b", "--device", "cpu", "--no-figure", "--threads", "2", *sets())
+    assert forced.exit_code == 0, forced.output
+    assert forced.stdout.splitlines()[0] == "threads: 2 (--threads)"
+    assert seen == [1, 2] and torch.get_num_threads() == before
+
+
+def test_provenance_never_fails_and_names_its_sources(monkeypatch, tmp_path):
+    p = runtime.provenance()
+    assert {"date", "git_commit", "python", "torch", "numpy", "threads", "host", "platform"} <= set(p)
+    assert p["date"].endswith("+00:00") and p["torch"] == torch.__version__ and p["threads"] >= 1
+    assert p["git_commit"] is None or len(p["git_commit"]) == 40
+    assert runtime.git_commit(tmp_path / "pkg") == (None, None)  # not a checkout
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git at all
+    assert runtime.provenance()["git_commit"] is None
+
+
+# ---- ls: differing config fields, filters -------------------------------------------------------------
+
+def ls_rows(result) -> dict[str, list[str]]:
+    """run id -> the row's cells (rich table rows)."""
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in result.stdout.splitlines() if line.startswith("│")]
+    return {r[0]: r for r in rows}
+
+
+def ls_header(result) -> list[str]:
+    line = next(line for line in result.stdout.splitlines() if "state" in line and "members" in line)
+    return [c.strip() for c in line.split("┃")[1:-1]]
+
+
+def test_ls_shows_only_the_fields_that_differ(runs_root, finished_run):
+    listed = invoke("ls", "--out", runs_root)
+    assert listed.exit_code == 0, listed.output
+    header = ls_header(listed)
+    assert header[:4] == ["run", "state", "members", "step"]
+    assert header[4:] == ["training.epochs"]  # the only field in which the two runs differ
+    rows = ls_rows(listed)
+    interrupted = tiny("training.epochs=3").run_id
+    assert rows[finished_run.name][4] != "3" and rows[interrupted][4] == "3"
+
+    shutil.rmtree(runs_root / interrupted)
+    alone = invoke("ls", "--out", runs_root)
+    assert ls_header(alone) == ["run", "state", "members", "step"]  # nothing differs from nothing
+
+
+def test_ls_where_filters_by_config_fields(runs_root, finished_run):
+    interrupted = tiny("training.epochs=3").run_id
+    only = invoke("ls", "--out", runs_root, "--where", "training.epochs=3")
+    assert only.exit_code == 0, only.output
+    assert list(ls_rows(only)) == [interrupted]
+    assert "training.epochs" not in ls_header(only)  # one run: nothing differs
+
+    both = invoke("ls", "--out", runs_root, "--where", "teacher.widths=[4, 6]", "--where", "student.multiplier=3")
+    assert sorted(ls_rows(both)) == sorted([finished_run.name, interrupted])
+    assert list(ls_rows(invoke("ls", "--out", runs_root, "--where", "teacher.widths=[4,6]", "--where", "training.epochs=3"))) == [interrupted]
+    none = invoke("ls", "--out", runs_root, "--where", "student.multiplier=99")
+    assert none.exit_code == 0 and ls_rows(none) == {}
+
+
+def test_ls_where_bad_input(runs_root):
+    before = file_bytes(runs_root)
+    assert_user_error(invoke("ls", "--out", runs_root, "--where", "training.epoch=3"), "training.epoch", "training.epochs")
+    assert_user_error(invoke("ls", "--out", runs_root, "--where", "student.multiplier"), "section.field=value")
+    assert_user_error(invoke("ls", "--out", runs_root, "--where", "nosuch.thing=1"), "nosuch.thing")
     assert file_bytes(runs_root) == before

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
-from cli.main import app
+from teacherstudent_cli.main import app
 from teacherstudent.errors import UserError
 from teacherstudent.experiments import list_experiments, run_named, spearman
 

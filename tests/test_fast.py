@@ -138,7 +138,7 @@ def test_measurement_of_a_constant_unit_is_zero_not_garbage():
 
 
 def test_benchmark_suite_runs_and_reports_every_row(tmp_path):
-    from benchmarks.suite import flops_per_student_step, run_suite, write_json
+    from teacherstudent_benchmarks.suite import flops_per_student_step, run_suite, write_json
 
     assert flops_per_student_step([100, 150], 20, 100, 64) == 6 * 64 * (20 * 100 + 100 * 150 + 150 * 100)
     result = run_suite(quick=True, settings=("default",), members=(2,))

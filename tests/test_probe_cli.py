@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from teacherstudent_cli.main import app
 from teacherstudent.simulate import run_experiment
 from teacherstudent.store import list_runs
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli.main import app
+from teacherstudent_cli.main import app
 from teacherstudent.config import load_config
 from teacherstudent.errors import UserError
 from teacherstudent.simulate import pick_device, run_experiment

@@ -7,7 +7,7 @@ import torch
 from conftest import tiny, tiny_overrides
 from typer.testing import CliRunner
 
-from cli.main import app
+from teacherstudent_cli.main import app
 from teacherstudent.diagnostics import coactivation, inspect_teacher
 
 runner = CliRunner()
