@@ -1,10 +1,25 @@
-"""teacherstudent: a teacher-student training-dynamics simulator for deep ReLU networks."""
+"""teacherstudent: a teacher-student training-dynamics simulator for deep ReLU networks.
 
-__version__ = "0.2.0"
+The names below load on first use (PEP 562), so ``import teacherstudent`` is instant and
+torch is imported only when something needs it.
+"""
 
-from .config import ExperimentConfig, load_config  # noqa: E402
-from .errors import UserError  # noqa: E402
-from .simulate import run_experiment  # noqa: E402
-from .store import load_runs  # noqa: E402
+from __future__ import annotations
 
-__all__ = ["ExperimentConfig", "UserError", "load_config", "load_runs", "run_experiment", "__version__"]
+import importlib
+from typing import Any
+
+__version__ = "0.3.0"
+
+_LAZY = {
+    "ExperimentConfig": "config", "load_config": "config", "UserError": "errors", "run": "simulate",
+    "run_experiment": "simulate", "RunOptions": "simulate", "load_runs": "store",
+}
+
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'teacherstudent' has no attribute {name!r}")

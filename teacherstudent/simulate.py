@@ -24,6 +24,7 @@ from .ensemble import Ensemble
 from .errors import UserError
 from .loop import Callback, StopRun, Trainer, run_loop
 from .results import Recorder
+from .runtime import provenance
 from .steppers import DEFAULT_MEMORY_BUDGET
 from .store import RunFolder
 
@@ -54,7 +55,9 @@ class RunOptions:
 
 
 def meta(cfg: ExperimentConfig, device: torch.device, tr: Trainer, command: list[str] | None) -> dict:
-    return {"version": __version__, "torch": torch.__version__, "device": str(device), "backend": tr.backend,
+    """``meta.json``: version, device, stepper, command line and provenance (date, git commit,
+    Python/torch/numpy versions, threads, host)."""
+    return {**provenance(), "version": __version__, "device": str(device), "backend": tr.backend,
             "command": command if command is not None else sys.argv, "run": cfg.run_id}
 
 

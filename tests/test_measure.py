@@ -1,4 +1,4 @@
-"""Node-alignment measurements (SCIENCE.md section 4) against brute-force references."""
+"""Node-alignment measurements (docs/science.md §4) against brute-force references."""
 
 from __future__ import annotations
 

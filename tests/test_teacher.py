@@ -1,4 +1,4 @@
-"""The teacher generator (SCIENCE.md section 2): rows, bias tuning, strength decay, standardisation."""
+"""The teacher generator (docs/science.md §2): rows, bias tuning, strength decay, standardisation."""
 
 from __future__ import annotations
 
