@@ -14,6 +14,7 @@ import json
 import tomllib
 from pathlib import Path
 import math
+import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
@@ -270,11 +271,18 @@ class LotteryProbe(_Probe):
     by: Literal["fanout", "alignment", "random", "magnitude"]
     keep: float = Field(gt=0, le=1, description="fraction of the nodes (weights) kept after the last round, in (0, 1]")
     scope: Literal["layer", "global"] = "layer"
-    rewind: str = Field("init", pattern=r"^(init|reinit|rescaled|step:[0-9]+)$",
-                        description="init, rescaled, reinit or step:K (a checkpoint the parent kept)")
+    rewind: str = Field("init", description="init, rescaled, reinit or step:K (a checkpoint the parent kept)")
     rounds: int = Field(1, ge=1)
     round: int | None = Field(None, ge=1, description="this child's round (unset in a request: all rounds)")
     seed: Seed = 0
+
+    @field_validator("rewind")
+    @classmethod
+    def _rewind(cls, v: str) -> str:
+        if v not in ("init", "rescaled", "reinit") and re.fullmatch(r"step:[0-9]+", v) is None:
+            raise ValueError(f"probe.rewind must be init, rescaled, reinit or step:K (K a step whose weights the parent "
+                             f"kept), got {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> LotteryProbe:

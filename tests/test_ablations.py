@@ -12,11 +12,13 @@ import torch
 from conftest import pre_activations, tiny
 
 from teacherstudent.config import ExperimentConfig
-from teacherstudent.data import DataSource, generator
+from teacherstudent.data import DataSource
+from teacherstudent.seeds import generator
 from teacherstudent.ensemble import Ensemble
 from teacherstudent.errors import UserError
 from teacherstudent.inputs import make_inputs
 from teacherstudent.simulate import Simulation
+from teacherstudent.train import member_loss
 from teacherstudent.teacher import make_teacher
 
 CPU = torch.device("cpu")
@@ -125,14 +127,14 @@ def test_student_batchnorm_trains_its_affine_and_running_statistics():
     assert sim.ens.batchnorm and not sim.fast
     x = sim.data.x_eval
     before = sim.ens.output(x, train=False).detach().clone()
-    loss0 = sim.loss_fn(sim.ens.output(x), sim.data.y_eval).detach()
+    loss0 = member_loss(sim.cfg.training.loss)(sim.ens.output(x), sim.data.y_eval).detach()
     sim.train_until(16)
     gamma, running_mean = sim.ens.bn_params[0], sim.ens.bn_buffers[0]
     assert not torch.allclose(gamma, torch.ones_like(gamma))
     assert running_mean.abs().max() > 0
     after = sim.ens.output(x, train=False).detach()
     assert not torch.allclose(before, after)
-    assert torch.all(sim.loss_fn(after, sim.data.y_eval) < loss0)
+    assert torch.all(member_loss(sim.cfg.training.loss)(after, sim.data.y_eval) < loss0)
 
 
 def test_fixed_set_is_reshuffled_while_fresh_draws_new_samples_every_epoch():

@@ -147,7 +147,7 @@ def test_ensemble_training_equals_separately_trained_modules(case, backend):
 def test_member_chunked_fast_steps_equal_the_modules():
     cfg = tiny(*REF, "training.momentum=0.9", "training.backend=fast")
     sim = Simulation(cfg, CPU, memory_budget=1)  # one member per chunk
-    assert sim.step_chunk == 1 and sim.measure_chunk == 1
+    assert sim.stepper.chunk == 1 and sim.measure_chunk == 1
     nets = as_modules(sim.ens)
     sim.train_until(sim.total_steps)
     train_reference(sim, nets, sim.total_steps)

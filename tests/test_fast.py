@@ -11,6 +11,7 @@ from teacherstudent.config import load_config
 from teacherstudent.fast import loss_and_grads, loss_and_grads_chunked, sgd_step, sgd_step_chunked
 from teacherstudent.measure import correlation
 from teacherstudent.simulate import Simulation
+from teacherstudent.train import member_loss
 
 TINY = ["teacher.widths=[4,6,5]", "student.multiplier=3", "inputs.train_samples=300", "inputs.eval_samples=200",
         "student.seeds=[0,1,2]", "training.batch_size=32", "training.dtype='float64'", "training.epochs=3"]
@@ -50,7 +51,7 @@ def test_hand_written_gradients_equal_autograd(loss):
     sim = _sim([f"training.loss='{loss}'"], "autograd")
     x, y = sim.data.epoch(0)
     x, y = x[:32], y[:32]
-    value_ref = sim.loss_fn(sim.ens.output(x, train=True), y)
+    value_ref = member_loss(sim.cfg.training.loss)(sim.ens.output(x, train=True), y)
     grads_ref = torch.autograd.grad(value_ref.sum(), sim.ens.params)
     value, grads = loss_and_grads(sim.ens.params, x, y, loss)
     assert torch.allclose(value, value_ref.detach(), rtol=1e-13, atol=0)
@@ -101,7 +102,7 @@ def test_fused_sgd_chunked_equals_unchunked():
 
 def test_tiny_memory_budget_chunks_members_and_changes_nothing():
     big, small = _sim([], "fast"), _sim([], "fast", budget=1)
-    assert small.step_chunk == 1 and small.measure_chunk == 1 and big.step_chunk >= 3
+    assert small.stepper.chunk == 1 and small.measure_chunk == 1 and big.stepper.chunk >= 3
     for sim in (big, small):
         sim.train_until(20)
     assert all(torch.equal(a, b) for a, b in zip(big.ens.params, small.ens.params))
@@ -122,7 +123,7 @@ def test_buffered_measurement_equals_plain_forward(loss):
         ref = correlation(sim.data.teacher_hidden_eval[l], h)
         assert torch.allclose(snap.corr[l].double(), ref, atol=1e-6)
         assert torch.equal(snap.corr[l], snap2.corr[l])
-    assert torch.allclose(snap.eval_loss, sim.loss_fn(out, sim.data.y_eval).double(), rtol=1e-10)
+    assert torch.allclose(snap.eval_loss, member_loss(sim.cfg.training.loss)(out, sim.data.y_eval).double(), rtol=1e-10)
     if loss == "ce":
         acc = (out.argmax(-1) == sim.data.y_eval).double().mean(1)
         assert torch.equal(snap.eval_acc, acc)

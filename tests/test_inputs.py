@@ -9,7 +9,8 @@ import torch
 from conftest import tiny
 
 from teacherstudent.config import InputsConfig, load_config
-from teacherstudent.data import DataSource, generator
+from teacherstudent.data import DataSource
+from teacherstudent.seeds import generator
 from teacherstudent.errors import UserError
 from teacherstudent.inputs import INPUTS, Digits, input_dim, load_digits_arrays, make_inputs
 from teacherstudent.teacher import make_teacher

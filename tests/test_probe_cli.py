@@ -58,16 +58,16 @@ def test_reinit_and_show(parent):
 
 @pytest.mark.parametrize("args, message", [
     (["lottery", "nosuchrun", "--keep", "0.5", "--by", "fanout"], "is not a run folder"),
-    (["lottery", "{parent}", "--keep", "1.5", "--by", "fanout"], "--keep must lie in (0, 1]"),
-    (["lottery", "{parent}", "--keep", "0", "--by", "fanout"], "--keep must lie in (0, 1]"),
+    (["lottery", "{parent}", "--keep", "1.5", "--by", "fanout"], "--keep: Input should be less than or equal to 1"),
+    (["lottery", "{parent}", "--keep", "0", "--by", "fanout"], "--keep: Input should be greater than 0"),
     (["lottery", "{parent}", "--keep", "0.5", "--by", "fanout", "--rewind", "init", "--rewind", "step:3"],
      "kept no weights at step 3"),
-    (["lottery", "{parent}", "--keep", "0.5", "--by", "size"], "unknown selection --by 'size'"),
+    (["lottery", "{parent}", "--keep", "0.5", "--by", "size"], "--by: Input should be 'fanout', 'alignment', 'random' or 'magnitude' (got 'size')"),
     (["lottery", "{parent}", "--keep", "0.5", "--by", "fanout", "--set", "student.multiplier=2"], "may change only"),
-    (["reinit", "{parent}", "--nodes", "lucky"], "unknown --nodes"),
-    (["reinit", "{parent}", "--nodes", "random", "--nodes", "lucky", "--layers", "1"], "unknown --nodes"),  # before any trains
+    (["reinit", "{parent}", "--nodes", "lucky"], "--nodes: Input should be 'winners' or 'random' (got 'lucky')"),
+    (["reinit", "{parent}", "--nodes", "random", "--nodes", "lucky", "--layers", "1"], "--nodes: Input should be 'winners' or 'random'"),  # before any trains
     (["reinit", "{parent}", "--layers", "0,x"], "bad --layers"),
-    (["reinit", "{parent}", "--layers", "3"], "--layers must list distinct hidden layers"),
+    (["reinit", "{parent}", "--layers", "3"], "--layers must list hidden layers among 0..1"),
 ])
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(parent, args, message):
     before, runs = file_bytes(parent), list_runs(parent.parent)

@@ -298,8 +298,8 @@ def test_overlap_with_lucky_nodes_matches_sets(parent):
 # ---- reinit probes ---------------------------------------------------------------------
 
 def test_reinit_redraws_exactly_the_chosen_fan_in(parent):
-    winners = run_reinit(parent, "winners", root=parent.parent, device="cpu")
-    rand = run_reinit(parent, "random", root=parent.parent, device="cpu")
+    winners = run_reinit(parent, nodes="winners", root=parent.parent, device="cpu")
+    rand = run_reinit(parent, nodes="random", root=parent.parent, device="cpu")
     tn = read_table(parent, "teacher_nodes")
     p = weights(parent, "init")
     for folder, is_winner in ((winners, True), (rand, False)):
@@ -314,7 +314,7 @@ def test_reinit_redraws_exactly_the_chosen_fan_in(parent):
     t = read_table(winners, "teacher_nodes")
     assert t.parent_winner_reinit.all() and (t.parent_winner.to_numpy() == tn.winner.to_numpy()).all()
     assert not read_table(rand, "teacher_nodes").parent_winner_reinit.any()
-    only0 = run_reinit(parent, "winners", layers=[0], root=parent.parent, device="cpu")
+    only0 = run_reinit(parent, nodes="winners", layers=[0], root=parent.parent, device="cpu")
     assert torch.equal(weights(only0, "init")[2], p[2]) and not torch.equal(weights(only0, "init")[0], p[0])
 
 
@@ -323,10 +323,10 @@ def test_reinit_redraws_exactly_the_chosen_fan_in(parent):
 def test_probes_are_idempotent_and_leave_the_parent_untouched(parent):
     before = file_bytes(parent)
     (a,) = probe(parent, keep=0.5, by="random", rewind="reinit", seed=2)
-    r = run_reinit(parent, "random", seed=2, root=parent.parent, device="cpu")
+    r = run_reinit(parent, nodes="random", seed=2, root=parent.parent, device="cpu")
     snap_a, snap_r = file_bytes(a), file_bytes(r)
     assert probe(parent, keep=0.5, by="random", rewind="reinit", seed=2) == [a]
-    assert run_reinit(parent, "random", seed=2, root=parent.parent, device="cpu") == r
+    assert run_reinit(parent, nodes="random", seed=2, root=parent.parent, device="cpu") == r
     assert file_bytes(a) == snap_a and file_bytes(r) == snap_r
     assert file_bytes(parent) == before
 
@@ -348,13 +348,13 @@ def test_load_runs_returns_parents_and_probes_in_one_frame(parent):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"keep": 0.0, "by": "fanout"}, "--keep must lie in (0, 1]"),
-    ({"keep": 1.5, "by": "fanout"}, "--keep must lie in (0, 1]"),
+    ({"keep": 0.0, "by": "fanout"}, "probe.keep: Input should be greater than 0"),
+    ({"keep": 1.5, "by": "fanout"}, "probe.keep: Input should be less than or equal to 1"),
     ({"keep": 0.5, "by": "fanout", "rewind": "step:5"}, "kept no weights at step 5"),
-    ({"keep": 0.5, "by": "fanout", "rewind": "later"}, "unknown rewind"),
-    ({"keep": 0.5, "by": "size"}, "unknown selection --by 'size'"),
-    ({"keep": 0.5, "by": "fanout", "scope": "net"}, "unknown --scope"),
-    ({"keep": 0.5, "by": "fanout", "seed": 3}, "seed only matters"),
+    ({"keep": 0.5, "by": "fanout", "rewind": "later"}, "probe.rewind must be init, rescaled, reinit or step:K"),
+    ({"keep": 0.5, "by": "size"}, "probe.by: Input should be 'fanout', 'alignment', 'random' or 'magnitude' (got 'size')"),
+    ({"keep": 0.5, "by": "fanout", "scope": "net"}, "probe.scope: Input should be 'layer' or 'global'"),
+    ({"keep": 0.5, "by": "fanout", "seed": 3}, "probe.seed does nothing unless"),
     ({"keep": 0.5, "by": "fanout", "overrides": ["teacher.d=3"]}, "may change only training.*"),
 ])
 def test_bad_lottery_input_is_one_line_and_changes_nothing(parent, kwargs, message):
@@ -367,18 +367,18 @@ def test_bad_lottery_input_is_one_line_and_changes_nothing(parent, kwargs, messa
 
 def test_bad_targets_are_refused(parent, tmp_path):
     with pytest.raises(UserError, match="is not a run folder"):
-        run_lottery("nosuchrun", 0.5, "fanout", root=parent.parent)
+        run_lottery("nosuchrun", keep=0.5, by="fanout", root=parent.parent)
     unfinished = run_experiment(tiny(), tmp_path, device="cpu", max_steps=8)
     before = file_bytes(unfinished)
     with pytest.raises(UserError, match="is not finished"):
-        run_lottery(unfinished, 0.5, "fanout", root=tmp_path)
+        run_lottery(unfinished, keep=0.5, by="fanout", root=tmp_path)
     with pytest.raises(UserError, match="is not finished"):
         run_reinit(unfinished, root=tmp_path)
     assert file_bytes(unfinished) == before
     (child,) = probe(parent, keep=0.5, by="alignment")
     with pytest.raises(UserError, match="is itself a probe"):
         run_reinit(child, root=parent.parent)
-    with pytest.raises(UserError, match="--layers"):
+    with pytest.raises(UserError, match="probe.layers must list hidden layers among 0..1"):
         run_reinit(parent, layers=[0, 2], root=parent.parent)
-    with pytest.raises(UserError, match="unknown --nodes"):
+    with pytest.raises(UserError, match="probe.nodes: Input should be 'winners' or 'random'"):
         run_reinit(parent, nodes="lucky", root=parent.parent)

@@ -42,8 +42,8 @@ def test_forced_restart_of_another_versions_run_never_resumes_its_checkpoint(tmp
     meta["version"] = "0.0.1"  # as if 0.0.1 had trained these 8 steps
     (folder / "meta.json").write_text(json.dumps(meta))
     old = torch.load(folder / "checkpoints" / "latest.pt", weights_only=False)
-    assert old["sim"]["step"] == 8
-    old["sim"]["weights"] = [w + 0.25 for w in old["sim"]["weights"]]  # stand-in for the old version's numerics
+    assert old["trainer"]["step"] == 8
+    old["trainer"]["weights"] = [w + 0.25 for w in old["trainer"]["weights"]]  # stand-in for the old version's numerics
     torch.save(old, folder / "checkpoints" / "latest.pt")
 
     def crash_at_3(step, total):
