@@ -100,7 +100,7 @@ def _train_and_compare(parent: Path, kind: str, jobs: list[Callable[[_Bars], lis
 
 
 # The library speaks in config fields (probe.keep); the command line in flags (--keep).
-FLAGS = {f"probe.{f}": f"--{f}" for f in ("keep", "by", "scope", "rewind", "rounds", "seed", "nodes", "layers")}
+FLAGS = {f"probe.{f}": f"--{f}" for f in ("keep", "by", "scope", "rewind", "rounds", "seed", "nodes", "layers", "rule")}
 
 
 def flag_errors(fn: Callable) -> Callable:
@@ -143,6 +143,8 @@ def lottery(
     rewind: list[str] = typer.Option(["init"], "--rewind", help="init, step:K, reinit or rescaled; repeatable."),
     rounds: int = typer.Option(1, "--rounds", help="Iterative pruning rounds (IMP); --keep is what is left after the last."),
     seed: int = typer.Option(0, "--seed", help="Seed of random selection and of fresh weights (--by random, --rewind reinit)."),
+    rule: str = typer.Option("top", "--rule", help="With --by alignment: top (highest best correlation) or winners_first "
+                             "(every teacher node's winner first)."),
     set_: list[str] = SET,
     out: Path = OUT,
     device: str = DEVICE,
@@ -155,7 +157,12 @@ def lottery(
     parent, _ = finished_parent(run, out)
     # one probe per (selection, rewind); the seed only reaches probes that draw random numbers
     plan = [{"keep": keep, "by": b, "scope": scope, "rewind": r, "rounds": rounds,
-             "seed": seed if b == "random" or r == "reinit" else 0} for b in by for r in rewind]
+             "seed": seed if b == "random" or r == "reinit" else 0, **({"rule": rule} if b == "alignment" else {})}
+            for b in by for r in rewind]
+    if rule != "top" and "alignment" not in by:
+        from teacherstudent.errors import UserError
+
+        raise UserError("--rule does nothing unless --by alignment; drop it")
     if seed != 0 and not any(p["seed"] for p in plan):
         from teacherstudent.errors import UserError
 

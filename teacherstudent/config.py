@@ -63,10 +63,22 @@ class TeacherConfig(_Section):
     widths: tuple[int, ...] = Field((10, 15, 20, 25), min_length=1, description="hidden widths m_1..m_L, bottom up")
     outputs: int = Field(100, gt=0, description="number of outputs C")
     weights: Literal["discrete", "gaussian"] = "discrete"
-    firing: float | tuple[float, ...] = Field(0.5, description="fraction of reference inputs each node fires on (one value, or one per layer)")
+    grid: tuple[float, ...] | None = Field(None, min_length=2, description="weights='discrete': the values entries are "
+                                           "drawn from (default: -1, -0.75, ..., 1); 2019 code: [-0.5, -0.25, 0, 0.25, 0.5]")
+    firing: float | tuple[float, ...] = Field(0.5, description="bias_mode='tuned': fraction of reference inputs each node fires on (one value, or one per layer)")
     strength_decay: float = Field(0.0, ge=0, description="p: column i of every layer above the first is divided by (1+i)^p")
     standardize_outputs: bool = True
     bias: bool = True
+    bias_mode: Literal["tuned", "fixed", "uniform"] = Field(
+        "tuned", description="tuned: each bias set so its node fires on `firing` of the reference inputs (2020 code); "
+        "fixed: every hidden bias is bias_value; uniform: drawn U(-bias_range, bias_range) (2019 code)")
+    bias_value: float = Field(0.0, description="bias_mode='fixed': the hidden biases (2020 two-layer code: -0.1)")
+    bias_range: float = Field(0.5, gt=0, description="bias_mode='uniform': half-width of the uniform draw")
+    bias_normalized: bool = Field(False, description="fixed/uniform biases divided by their row's norm along with the row (2019 code)")
+    output_normalized: bool = Field(True, description="output rows divided by their norm; false: raw grid values (2020 two-layer code)")
+    output_bias: float | Literal["hidden"] | None = Field(
+        None, description="None: zero (or the standardisation's); a number: that fixed output bias; 'hidden': drawn "
+        "like the hidden biases (bias_mode fixed/uniform)")
     batchnorm: bool = False
     leaky_slope: float = Field(0.0, ge=0, lt=1)
     reference_samples: int = Field(10_000, ge=100)
@@ -78,6 +90,32 @@ class TeacherConfig(_Section):
         if any(w <= 0 for w in v):
             raise ValueError(f"every width must be positive, got {list(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _conventions(self) -> TeacherConfig:
+        if self.weights != "discrete":
+            self._unused("teacher", self.changed("grid"), "teacher.weights='discrete'")
+        if self.grid is not None and not any(v != 0 for v in self.grid):
+            raise ValueError("teacher.grid needs a non-zero value")
+        if not self.bias:
+            self._unused("teacher", self.changed("bias_mode", "bias_value", "bias_range", "bias_normalized"), "teacher.bias=true")
+        if self.bias_mode != "tuned":
+            self._unused("teacher", self.changed("firing"), "teacher.bias_mode='tuned'")
+        if self.bias_mode != "fixed":
+            self._unused("teacher", self.changed("bias_value"), "teacher.bias_mode='fixed'")
+        if self.bias_mode != "uniform":
+            self._unused("teacher", self.changed("bias_range"), "teacher.bias_mode='uniform'")
+        if self.bias_mode == "tuned":
+            self._unused("teacher", self.changed("bias_normalized"), "teacher.bias_mode='fixed' or 'uniform'")
+        if self.output_bias is not None and self.standardize_outputs:
+            raise ValueError("teacher.output_bias is replaced by the standardisation's; set teacher.standardize_outputs=false")
+        if self.output_bias == "hidden" and (not self.bias or self.bias_mode == "tuned"):
+            raise ValueError("teacher.output_bias='hidden' draws the output biases like fixed or uniform hidden biases; "
+                             "set teacher.bias_mode='fixed' or 'uniform'")
+        if not self.output_normalized and self.standardize_outputs:
+            raise ValueError("teacher.output_normalized=false does nothing when the outputs are standardised; "
+                             "set teacher.standardize_outputs=false")
+        return self
 
     @model_validator(mode="after")
     def _firing_per_layer(self) -> TeacherConfig:
@@ -136,8 +174,12 @@ class StudentConfig(_Section):
 
     multiplier: int = Field(10, ge=1)
     seeds: tuple[Seed, ...] = Field((0, 1, 2, 3), min_length=1, description="one ensemble member per seed")
-    init: Literal["pytorch", "scaled"] = "pytorch"
+    init: Literal["pytorch", "scaled", "normal"] = Field(
+        "pytorch", description="pytorch: nn.Linear's default; scaled: N(0, init_scale^2 / fan_in) weights, zero biases; "
+        "normal: N(0, init_std^2) weights (one std, or one per layer incl. the output), zero biases (2020 two-layer "
+        "code: 0.005; 2019 matrix simulator: 0.1)")
     init_scale: float = Field(1.0, gt=0, description="with init='scaled': weights drawn N(0, init_scale^2 / fan_in)")
+    init_std: float | tuple[float, ...] = Field(0.1, description="with init='normal': weight std, one or per layer")
     batchnorm: bool = False
     lucky_nodes: int | tuple[int, ...] = Field(0, description="lucky by construction: this many nodes per hidden layer "
                                                "(one value, or one per layer) start at the teacher's weights plus noise")
@@ -154,6 +196,11 @@ class StudentConfig(_Section):
     def _check(self) -> StudentConfig:
         if self.init != "scaled":
             self._unused("student", self.changed("init_scale"), "student.init='scaled'")
+        if self.init != "normal":
+            self._unused("student", self.changed("init_std"), "student.init='normal'")
+        stds = self.init_std if isinstance(self.init_std, tuple) else (self.init_std,)
+        if not stds or any(v <= 0 for v in stds):
+            raise ValueError(f"student.init_std must be positive, got {self.init_std}")
         return self
 
 
@@ -178,6 +225,20 @@ class TrainingConfig(_Section):
     backend: Literal["auto", "fast", "autograd"] = Field(
         "auto", description="fast: hand-written backward (plain ReLU students); autograd: the reference; auto: fast when it applies")
     checkpoint_steps: tuple[int, ...] = Field((), description="extra steps whose weights are kept (for late rewinding)")
+    sampling: Literal["epoch", "replacement"] = Field(
+        "epoch", description="epoch: each epoch visits the training set once in a fresh order; replacement: every "
+        "minibatch drawn uniformly with replacement (2020 two-layer code)")
+    steps_per_epoch: int | None = Field(None, gt=0, description="sampling='replacement': steps per 'epoch' "
+                                        "(2020 code: 1000); default: ceil(train_samples / batch_size)")
+    loss_reduction: Literal["mean", "half_sum"] = Field(
+        "mean", description="mse only. mean: over samples and outputs; half_sum: (1/2B) sum over the batch of "
+        "||y_teacher - y_student||^2, i.e. summed over outputs (2020 two-layer code)")
+    renorm: Literal["none", "fan_in"] = Field(
+        "none", description="fan_in: after every step, rescale each node's incoming weights (and bias, renorm_bias) "
+        "to unit norm (2019 matrix simulator)")
+    renorm_layers: tuple[int, ...] | None = Field(None, description="renorm='fan_in': weight layers renormalised "
+                                                  "(0 = the first, L = the output layer); default all")
+    renorm_bias: bool = Field(True, description="renorm='fan_in': the bias counts in the norm and is rescaled with the row")
 
     _names = field_validator("optimizer")(classmethod(lambda cls, v: check_name(OPTIMIZERS, "optimizer", v)))
     _schedules = field_validator("schedule")(classmethod(lambda cls, v: check_name(SCHEDULES, "schedule", v)))
@@ -196,6 +257,12 @@ class TrainingConfig(_Section):
             self._unused("training", self.changed("epochs"), "training.steps is left unset (steps replaces epochs)")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("nesterov needs optimizer='sgd' and momentum > 0")
+        if self.sampling != "replacement":
+            self._unused("training", self.changed("steps_per_epoch"), "training.sampling='replacement'")
+        if self.renorm == "none":
+            self._unused("training", self.changed("renorm_layers", "renorm_bias"), "training.renorm='fan_in'")
+        if self.loss_reduction != "mean" and self.loss != "mse":
+            raise ValueError("training.loss_reduction='half_sum' is defined for loss='mse' only")
         if self.schedule == "piecewise":
             if 0 not in self.milestones:
                 raise ValueError("a piecewise schedule needs milestones with an entry for epoch 0, e.g. {0 = 0.2, 20 = 0.1}")
@@ -217,7 +284,7 @@ class MeasureConfig(_Section):
     corr_steps: tuple[int, ...] = Field((), description="steps whose full correlation matrices are kept besides init and end")
     recovered: float = Field(0.95, gt=0, le=1, description="a teacher node is recovered when its best correlation exceeds this")
     covered: float = Field(0.9, gt=0, le=1, description="covered / matched threshold (match count, covered_frac)")
-    metrics: tuple[str, ...] = Field(("loss", "alignment"), min_length=1,
+    metrics: tuple[str, ...] = Field(("loss", "alignment", "alignment_se"), min_length=1,
                                      description="metric callbacks (names in metrics.METRICS) whose rows go to metrics.parquet")
 
     _corr = field_validator("corr_steps")(classmethod(lambda cls, v: _distinct_steps("measure.corr_steps", v)))
@@ -275,6 +342,9 @@ class LotteryProbe(_Probe):
     rounds: int = Field(1, ge=1)
     round: int | None = Field(None, ge=1, description="this child's round (unset in a request: all rounds)")
     seed: Seed = 0
+    rule: Literal["top", "winners_first"] = Field(
+        "top", description="by='alignment': top keeps the highest best correlations; winners_first keeps every "
+        "teacher node's winner first, then the rest by best correlation")
 
     @field_validator("rewind")
     @classmethod
@@ -288,6 +358,8 @@ class LotteryProbe(_Probe):
     def _check(self) -> LotteryProbe:
         if self.round is not None and self.round > self.rounds:
             raise ValueError(f"probe.round {self.round} lies beyond probe.rounds={self.rounds}")
+        if self.by != "alignment":
+            self._unused("probe", self.changed("rule"), "probe.by='alignment'")
         if self.seed != 0 and self.by != "random" and self.rewind != "reinit":
             raise ValueError("probe.seed does nothing unless probe.by='random' or probe.rewind='reinit'; drop it")
         return self
@@ -335,6 +407,13 @@ class ExperimentConfig(_Section):
         if self.training.backend == "fast" and self.student.batchnorm:
             raise ValueError("training.backend='fast' covers plain ReLU students only; use 'auto' or 'autograd' "
                              "with student.batchnorm")
+        L = len(self.teacher.widths)
+        if isinstance(self.student.init_std, tuple) and len(self.student.init_std) != L + 1:
+            raise ValueError(f"student.init_std has {len(self.student.init_std)} values but the students have {L + 1} "
+                             "weight layers (hidden layers and the output)")
+        bad = [l for l in self.training.renorm_layers or () if not 0 <= l <= L]
+        if bad:
+            raise ValueError(f"training.renorm_layers {bad} are not weight layers 0..{L} (L = the output layer)")
         total = self.total_steps
         if total > MAX_STEPS:
             raise ValueError(f"training.epochs gives {total} steps, more than {MAX_STEPS}; train fewer epochs")
@@ -348,6 +427,8 @@ class ExperimentConfig(_Section):
     # ---- derived sizes ----------------------------------------------------
     @property
     def steps_per_epoch(self) -> int:
+        if self.training.steps_per_epoch is not None:
+            return self.training.steps_per_epoch
         return math.ceil(self.inputs.train_samples / self.training.batch_size)
 
     @property

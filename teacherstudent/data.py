@@ -58,9 +58,14 @@ class DataSource:
         return self._put(x), self._put(y)
 
     def epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training inputs and labels of ``epoch``, already in this epoch's order."""
+        """Training inputs and labels of ``epoch``, already in this epoch's order (with
+        ``training.sampling='replacement'``: ``steps_per_epoch`` minibatches drawn with replacement)."""
         seed = self.cfg.inputs.seed
         x, y = self._fixed if self._fixed is not None else self._labelled(generator(seed, Stream.FRESH, epoch),
                                                                           generator(seed, Stream.PERMUTE, epoch))
+        if self.cfg.training.sampling == "replacement":  # every minibatch drawn uniformly with replacement
+            n = self.cfg.steps_per_epoch * self.cfg.training.batch_size
+            idx = torch.randint(x.shape[0], (n,), generator=generator(seed, Stream.SAMPLE, epoch)).to(self.device)
+            return x[idx], y[idx]
         perm = torch.randperm(x.shape[0], generator=generator(seed, Stream.ORDER, epoch)).to(self.device)
         return x[perm], y[perm]

@@ -25,13 +25,19 @@ def init_member(widths: list[int], d: int, outputs: int, seed: int, cfg: Student
     """Initial ``[W_0, b_0, W_1, b_1, ..., W_out, b_out]`` of one student (float64, CPU).
 
     ``pytorch``: ``nn.Linear``'s default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights
-    and biases. ``scaled``: weights N(0, init_scale^2 / fan_in), zero biases.
+    and biases. ``scaled``: weights N(0, init_scale^2 / fan_in), zero biases. ``normal``:
+    weights N(0, init_std^2) (one std, or one per weight layer), zero biases.
     """
     gen = seeded(seed)
     params = []
     fan_in = d
-    for n in [*widths, outputs]:
-        if cfg.init == "pytorch":
+    layers = [*widths, outputs]
+    stds = cfg.init_std if isinstance(cfg.init_std, tuple) else (cfg.init_std,) * len(layers)
+    for n, std in zip(layers, stds):
+        if cfg.init == "normal":
+            w = torch.randn(n, fan_in, generator=gen, dtype=torch.float64) * std
+            b = torch.zeros(n, dtype=torch.float64)
+        elif cfg.init == "pytorch":
             bound = 1.0 / math.sqrt(fan_in)
             w = (torch.rand(n, fan_in, generator=gen, dtype=torch.float64) * 2 - 1) * bound
             b = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * bound

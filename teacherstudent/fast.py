@@ -65,6 +65,10 @@ def _forward_backward(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.
         diff = pred.sub_(y)
         value = diff.square().mean((1, 2))
         g = diff.mul_(2.0 / (B * C))
+    elif loss == "mse_half_sum":  # (1/2B) sum_b ||y_b - pred_b||^2 (training.loss_reduction='half_sum')
+        diff = pred.sub_(y)
+        value = diff.square().sum((1, 2)) / (2 * B)
+        g = diff.mul_(1.0 / B)
     else:
         logp = torch.log_softmax(pred, -1)
         value = -logp.gather(2, y.expand(pred.shape[0], B)[..., None]).squeeze(2).mean(1)

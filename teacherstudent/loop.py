@@ -44,6 +44,9 @@ class Trainer:
         self._epoch: tuple[int, torch.Tensor, torch.Tensor] | None = None
         self._workspace: dict = {}  # measurement buffers, reused
         self._after_step = getattr(self.ens, "after_step", None)  # e.g. a weight-pruned ensemble's masks
+        t = cfg.training
+        L = len(self.ens.weights)
+        self._renorm = (list(t.renorm_layers) if t.renorm_layers is not None else list(range(L))) if t.renorm == "fan_in" else []
 
     # ---- what the stepper is ------------------------------------------------
     @property
@@ -93,6 +96,8 @@ class Trainer:
                 with torch.no_grad():
                     for p, f in zip(self.ens.trainable, frozen):
                         p[dead_idx] = f
+            if self._renorm:
+                renormalize_fan_in(self.ens, self._renorm, self.cfg.training.renorm_bias)
             if self._after_step is not None:
                 self._after_step()
             losses[self.step - start] = loss.detach()
@@ -115,8 +120,11 @@ class Trainer:
 
     def snapshot(self) -> Snapshot:
         d = self.data
-        return measure(self.ens, d.x_eval, d.y_eval, d.teacher_hidden_eval, self.step,
+        snap = measure(self.ens, d.x_eval, d.y_eval, d.teacher_hidden_eval, self.step,
                        member_chunk=self.measure_chunk, workspace=self._workspace)
+        if self.cfg.training.loss_reduction == "half_sum":  # the eval loss in the training loss's units
+            snap.eval_loss = snap.eval_loss * (d.y_eval.shape[1] / 2)
+        return snap
 
     def train_loss(self) -> torch.Tensor | None:
         """Mean minibatch loss since the previous call (then reset)."""
@@ -144,6 +152,20 @@ class Trainer:
         self.loss_n = st["loss_n"]
         self.first_bad = st["first_bad"].to(self.device)
         self.dead = st["dead"].to(self.device)
+
+
+@torch.no_grad()
+def renormalize_fan_in(ens, layers: list[int], with_bias: bool) -> None:
+    """Rescale every node's incoming weights (and bias) in weight layers ``layers`` to unit norm
+    (``training.renorm='fan_in'``, the 2019 matrix simulator)."""
+    for l in layers:
+        w, b = ens.weights[l], ens.biases[l]
+        sq = w.square().sum(2)
+        if with_bias:
+            sq = sq + b.square()
+        norm = sq.sqrt().clamp_min(1e-12)
+        w.div_(norm[:, :, None])
+        b.div_(norm)
 
 
 class Callback:

@@ -35,6 +35,7 @@ class Measurement:
     snap: Snapshot
     train_loss: torch.Tensor | None  # [K], mean minibatch loss since the previous measurement
     cfg: ExperimentConfig
+    eval_samples: int  # N, the evaluation samples the correlations are computed on
 
     @functools.cached_property
     def layer_stats(self) -> list[dict[str, torch.Tensor]]:
@@ -73,7 +74,22 @@ class Alignment(Metric):
                 yield "eval", l, name, float(v[k])
 
 
+class AlignmentSE(Metric):
+    """Per hidden layer: ``best_corr_mean_se``, the standard error of ``best_corr_mean`` from the
+    finite evaluation set: each best correlation r_k has SE (1 - r_k^2) / sqrt(N - 3) (Fisher z,
+    delta method), and the mean over the m_l teacher nodes sqrt(sum_k SE_k^2) / m_l. It ignores
+    the upward bias of taking the max over n_l students (larger for small N, many students)."""
+
+    def member_rows(self, m: Measurement, k: int) -> Iterable[Row]:
+        n = max(m.eval_samples - 3, 1)
+        for l, C in enumerate(m.snap.corr):
+            best = C[k].max(1).values.double()
+            se = (1 - best.square()).clamp_min(0) / n**0.5
+            yield "eval", l, "best_corr_mean_se", float(se.square().sum().sqrt() / len(best))
+
+
 METRICS: dict[str, type[Metric]] = {
     "loss": Loss,
     "alignment": Alignment,
+    "alignment_se": AlignmentSE,
 }

@@ -104,7 +104,7 @@ class Recorder(Callback):
 
     def record(self, tr: Trainer, snap: Snapshot, train_loss: torch.Tensor | None) -> None:
         seeds = self.cfg.student.seeds
-        m = Measurement(snap.step, snap.step / tr.steps_per_epoch, snap, train_loss, self.cfg)
+        m = Measurement(snap.step, snap.step / tr.steps_per_epoch, snap, train_loss, self.cfg, tr.data.x_eval.shape[0])
         rows = [{"run": self.cfg.run_id, "member": seeds[k], "step": m.step, "epoch": m.epoch, "split": split,
                  "layer": layer, "metric": name, "value": float(value)}
                 for k in range(len(seeds)) for metric in self.metrics for split, layer, name, value in metric.member_rows(m, k)]

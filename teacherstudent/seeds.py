@@ -35,6 +35,7 @@ class Stream(IntEnum):
     FRESH = 4  # each epoch's fresh samples (inputs.fresh)
     PERMUTE = 5  # label permutation (inputs.labels='permuted')
     LUCKY = 6  # noise of lucky-by-construction students
+    SAMPLE = 7  # minibatch indices drawn with replacement (training.sampling='replacement')
     WIDE_TEACHER = 0x31DE  # the wide teacher of inputs.labels='wide_teacher'
     STRUCTURE = 0x1B7E5  # what an input kind draws once (cluster centres, manifold basis, digit split)
     PROBE_FRESH = 0xF4E5  # fresh weights of rewind='reinit' / reinit probes

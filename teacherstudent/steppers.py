@@ -18,7 +18,7 @@ import torch
 
 from .build import Problem
 from .fast import loss_and_grads_chunked, members_per_chunk, sgd_step_chunked
-from .train import make_optimizer, member_loss
+from .train import loss_kind, make_optimizer, member_loss
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per step or measurement chunk
 
@@ -29,6 +29,7 @@ class Stepper:
     def __init__(self, problem: Problem, memory_budget: float = DEFAULT_MEMORY_BUDGET):
         cfg = problem.cfg
         self.problem, self.ens, self.t = problem, problem.ens, cfg.training
+        self.loss = loss_kind(cfg.training)
         self.opt = make_optimizer(self.ens.trainable, cfg.training)
         outputs = self.ens.weights[-1].shape[1]
         self.chunk = members_per_chunk(problem.widths, outputs, cfg.training.batch_size,
@@ -54,7 +55,7 @@ class FusedSGD(Stepper):
     name = "fused_sgd"
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
-        return sgd_step_chunked(self.ens.params, x, y, self.t.loss, lr, self.chunk)
+        return sgd_step_chunked(self.ens.params, x, y, self.loss, lr, self.chunk)
 
 
 class Fast(Stepper):
@@ -70,7 +71,7 @@ class Fast(Stepper):
         self.set_lr(lr)
         if self.grads is None:  # written in place every step (see fast.loss_and_grads)
             self.grads = [torch.empty_like(p) for p in self.ens.params]
-        loss, grads = loss_and_grads_chunked(self.ens.params, x, y, self.t.loss, self.chunk, self.grads)
+        loss, grads = loss_and_grads_chunked(self.ens.params, x, y, self.loss, self.chunk, self.grads)
         for p, g in zip(self.ens.params, grads):
             p.grad = g
         self.opt.step()
@@ -84,7 +85,7 @@ class Autograd(Stepper):
 
     def __init__(self, problem: Problem, memory_budget: float = DEFAULT_MEMORY_BUDGET):
         super().__init__(problem, memory_budget)
-        self.loss_fn = member_loss(self.t.loss)
+        self.loss_fn = member_loss(self.loss)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         self.set_lr(lr)

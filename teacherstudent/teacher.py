@@ -3,13 +3,17 @@
 Glossary: ``m_l`` teacher width of hidden layer ``l`` (0-based, bottom up), ``W_l`` its
 weights ``[m_l, m_{l-1}]``, ``b_l`` its biases, ``C`` the number of outputs.
 
-Each layer: random rows (discrete set {-1, -0.75, ..., 1} or Gaussian), distinct after
-being divided by their norm; columns of every layer above the first divided by ``(1+i)^p``
-(strength decay); optional BatchNorm with fixed reference statistics folded into the
-weights; biases set so each node fires on the requested fraction of reference inputs (a
-row for which no bias can, because the quantile falls on an atom of its pre-activation,
-is drawn again).
-The output layer is standardised to zero mean, unit variance on the reference inputs.
+Each layer: random rows (a discrete grid, by default {-1, -0.75, ..., 1}, or Gaussian),
+distinct after being divided by their norm; columns of every layer above the first divided
+by ``(1+i)^p`` (strength decay); optional BatchNorm with fixed reference statistics folded
+into the weights. Biases (``bias_mode``): ``tuned`` (default, the 2020 code) sets each so
+its node fires on the requested fraction of reference inputs (a row for which no bias can,
+because the quantile falls on an atom of its pre-activation, is drawn again); ``fixed``
+gives every node ``bias_value``; ``uniform`` draws U(-bias_range, bias_range) (the 2019
+code), optionally divided by the row's norm with the row (``bias_normalized``).
+The output layer is standardised to zero mean, unit variance on the reference inputs by
+default; otherwise its rows are normalised or raw grid values (``output_normalized``) with
+a zero, fixed or hidden-like bias (``output_bias``).
 Everything is float64 and deterministic from ``teacher.seed``.
 """
 
@@ -73,23 +77,33 @@ def _direction(r: torch.Tensor) -> tuple[int, ...]:
     return tuple(v // g for v in ints)
 
 
-def _draw_rows(rows: int, cols: int, kind: str, gen: torch.Generator,
-               seen: set[tuple] | None = None) -> torch.Tensor:
-    """``rows`` distinct non-zero random rows, each divided by its norm (distinct also from ``seen``, which grows)."""
+def _draw_rows(rows: int, cols: int, kind: str, gen: torch.Generator, seen: set[tuple] | None = None,
+               grid: torch.Tensor | None = None, norms: list[float] | None = None) -> torch.Tensor:
+    """``rows`` distinct non-zero random rows, each divided by its norm (distinct also from ``seen``,
+    which grows); ``grid``: the discrete values (default ``DISCRETE_VALUES``); ``norms``, if
+    given, receives each row's norm before normalisation."""
     out = torch.empty(rows, cols, dtype=torch.float64)
     seen = set() if seen is None else seen
+    values = DISCRETE_VALUES if grid is None else grid
     i = 0
     for _ in range(1000 * rows):
         if kind == "discrete":
-            r = DISCRETE_VALUES[torch.randint(len(DISCRETE_VALUES), (cols,), generator=gen)]
+            r = values[torch.randint(len(values), (cols,), generator=gen)]
         else:
             r = torch.randn(cols, generator=gen, dtype=torch.float64)
         if r.norm() == 0:
             continue
-        key = _direction(r) if kind == "discrete" else tuple(r.tolist())
+        if kind != "discrete":
+            key = tuple(r.tolist())
+        elif grid is None:
+            key = _direction(r)
+        else:
+            key = tuple(round(v, 9) for v in (r / r.norm()).tolist())
         if key in seen:  # distinct after normalisation: (0.25, 0.5) and (0.5, 1) are the same row
             continue
         seen.add(key)
+        if norms is not None:
+            norms.append(float(r.norm()))
         out[i] = r / r.norm()
         i += 1
         if i == rows:
@@ -114,10 +128,19 @@ def _tune_layer(rows: torch.Tensor, h: torch.Tensor, l: int, frac: float, cfg: T
         b = -mu / sd
     else:
         b = torch.zeros(rows.shape[0], dtype=torch.float64)
-    if cfg.bias:
+    if cfg.bias and cfg.bias_mode == "tuned":
         shift = -torch.quantile(z, 1.0 - frac, dim=0)
         b, z = b + shift, z + shift
     return w, b, z
+
+
+def _given_bias(cfg: TeacherConfig, n: int, norms: list[float], gen: torch.Generator) -> torch.Tensor:
+    """Fixed or uniform biases of ``n`` nodes, divided by their rows' norms with ``bias_normalized``."""
+    if cfg.bias_mode == "fixed":
+        b = torch.full((n,), cfg.bias_value, dtype=torch.float64)
+    else:
+        b = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * cfg.bias_range
+    return b / torch.tensor(norms, dtype=torch.float64) if cfg.bias_normalized else b
 
 
 def make_teacher(cfg: TeacherConfig, inputs: InputDistribution) -> Teacher:
@@ -126,11 +149,21 @@ def make_teacher(cfg: TeacherConfig, inputs: InputDistribution) -> Teacher:
     ref = inputs.sample(cfg.reference_samples, gen)
     slope = cfg.leaky_slope
     act = (lambda z: torch.nn.functional.leaky_relu(z, slope)) if slope else torch.relu
+    grid = torch.tensor(cfg.grid, dtype=torch.float64) if cfg.grid is not None else None
+    given = cfg.bias and cfg.bias_mode != "tuned"
     weights, biases = [], []
     h = ref
     for l, (m, frac) in enumerate(zip(cfg.widths, cfg.firing_per_layer)):
         seen: set[tuple] = set()
-        rows = _draw_rows(m, h.shape[1], cfg.weights, gen, seen)
+        norms: list[float] = []
+        rows = _draw_rows(m, h.shape[1], cfg.weights, gen, seen, grid, norms)
+        if given:
+            w, b, z = _tune_layer(rows, h, l, frac, cfg)
+            extra = _given_bias(cfg, m, norms, gen)
+            weights.append(w)
+            biases.append(b + extra)
+            h = act(z + extra)
+            continue
         for _ in range(1000):
             w, b, z = _tune_layer(rows, h, l, frac, cfg)
             # Below a sparse layer, many inputs switch every node off, so a node's pre-activation has
@@ -146,8 +179,16 @@ def make_teacher(cfg: TeacherConfig, inputs: InputDistribution) -> Teacher:
         weights.append(w)
         biases.append(b)
         h = act(z)
-    w = _draw_rows(cfg.outputs, h.shape[1], cfg.weights, gen) * _strength(h.shape[1], cfg.strength_decay)
+    norms = []
+    w = _draw_rows(cfg.outputs, h.shape[1], cfg.weights, gen, None, grid, norms)
+    if not cfg.output_normalized:  # raw grid values
+        w = w * torch.tensor(norms, dtype=torch.float64)[:, None]
+    w = w * _strength(h.shape[1], cfg.strength_decay)
     b = torch.zeros(cfg.outputs, dtype=torch.float64)
+    if cfg.output_bias == "hidden":
+        b = _given_bias(cfg, cfg.outputs, norms, gen)
+    elif cfg.output_bias is not None:
+        b = torch.full((cfg.outputs,), float(cfg.output_bias), dtype=torch.float64)
     if cfg.standardize_outputs:
         y = h @ w.T
         mu, sd = y.mean(0), y.std(0).clamp_min(1e-12)

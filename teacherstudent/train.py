@@ -74,5 +74,16 @@ def _ce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"mse": _mse, "ce": _ce}
 
 
+def _half_sum(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(1/2B) sum over the batch of the squared error summed over outputs (loss_reduction='half_sum')."""
+    return (out - y).square().sum((1, 2)) / (2 * out.shape[1])
+
+
+def loss_kind(cfg: TrainingConfig) -> str:
+    """The loss the steppers and the evaluation compute: ``loss``, or ``mse_half_sum``."""
+    return "mse_half_sum" if cfg.loss_reduction == "half_sum" else cfg.loss
+
+
 def member_loss(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    return LOSSES[kind]
+    """``LOSSES[kind]``, or the half-sum MSE for ``mse_half_sum`` (see ``loss_kind``)."""
+    return _half_sum if kind == "mse_half_sum" else LOSSES[kind]

@@ -26,7 +26,7 @@ class WeightNorm(Metric):
 
 def test_a_metric_added_as_a_callback_lands_in_metrics_parquet(tmp_path, monkeypatch):
     monkeypatch.setitem(METRICS, "w0", WeightNorm)
-    cfg = tiny(measure__metrics=["loss", "alignment", "w0"])
+    cfg = tiny(measure__metrics=["loss", "alignment", "alignment_se", "w0"])
     folder = run(cfg, RunOptions(out=tmp_path, device="cpu"))
     m = pd.read_parquet(folder / "metrics.parquet")
     mine = m[m.metric == "test_w0_norm"]

@@ -57,7 +57,7 @@ def test_the_same_settings_are_accepted_where_they_act(data):
     ({"training": {"steps": 100, "checkpoint_steps": [200]}}, "training.checkpoint_steps [200] lie outside 0..100"),
     ({"student": {"batchnorm": True}, "training": {"backend": "fast"}}, "training.backend='fast' covers plain ReLU"),
     ({"measure": {"covered": 0.97}}, "measure.covered (0.97) must not exceed measure.recovered"),
-    ({"measure": {"metrics": ["loss", "nonsense"]}}, "unknown metric 'nonsense'; known: alignment, loss"),
+    ({"measure": {"metrics": ["loss", "nonsense"]}}, "unknown metric 'nonsense'; known: alignment, alignment_se, loss"),
     ({"training": {"optimizer": "lbfgs"}}, "unknown optimizer 'lbfgs'; known: adam, sgd"),
     ({"training": {"schedule": "warm"}}, "unknown schedule 'warm'"),
     ({"training": {"loss": "l1"}}, "unknown loss 'l1'; known: ce, mse"),

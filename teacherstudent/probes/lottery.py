@@ -83,7 +83,7 @@ def _round(cfg: ExperimentConfig, parent: Path, pcfg: ExperimentConfig, source: 
         node_map = [torch.arange(n).repeat(len(seeds), 1) for n in widths]
         extra_rows = {"kept_weight_frac": [m.double().mean((1, 2)) for m in masks[:L]]}
     else:
-        scores = {"fanout": lambda: fanout_scores(src), "alignment": lambda: alignment_scores(source),
+        scores = {"fanout": lambda: fanout_scores(src), "alignment": lambda: alignment_scores(source, p.rule),
                   "random": lambda: random_scores(widths_of(src), seeds, p.seed, p.round)}[p.by]()
         idx = select_nodes(scores, keep_r, p.scope, widths)
         kept = [prev["node_map"][l].gather(1, i) if prev else i for l, i in enumerate(idx)]

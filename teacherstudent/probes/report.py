@@ -96,6 +96,8 @@ def describe_probe(p: dict | None) -> str:
         return "parent"
     if p["kind"] == "lottery":
         text = f"lottery {p['by']} {p['keep']:g} {p['rewind']}" + (" global" if p["scope"] == "global" else "")
+        if p.get("rule") == "winners_first":
+            text += " winners-first"
         if p["rounds"] > 1:
             text += f" r{p['round']}/{p['rounds']}"
     else:

@@ -47,13 +47,26 @@ def fanout_scores(params: list[torch.Tensor]) -> list[torch.Tensor]:
     return [w.double().norm(dim=1) for w in params[2::2]]
 
 
-def alignment_scores(folder: Path) -> list[torch.Tensor]:
-    """Best correlation with any teacher node at the last measured step, ``[K, n_l]`` per layer."""
+def alignment_scores(folder: Path, rule: str = "top") -> list[torch.Tensor]:
+    """Best correlation with any teacher node at the last measured step, ``[K, n_l]`` per layer.
+
+    ``rule='winners_first'``: every teacher node's winner (the student with the highest
+    correlation to it) ranks above every other node (+2), so a keep fraction keeps the
+    winners first, then the rest by best correlation. ``top``: by best correlation only.
+    """
     with np.load(folder / "corr.npz") as z:
         keys = [k for k in z.files if k.startswith("step_")]
         last = max(int(k.split("_")[1]) for k in keys)
         layers = sorted(int(k.rsplit("_", 1)[1]) for k in keys if int(k.split("_")[1]) == last)
-        return [torch.from_numpy(z[f"step_{last}_layer_{l}"]).double().max(1).values for l in layers]
+        out = []
+        for l in layers:
+            C = torch.from_numpy(z[f"step_{last}_layer_{l}"]).double()  # [K, m, n]
+            score = C.max(1).values
+            if rule == "winners_first":
+                winners = torch.zeros_like(score, dtype=torch.bool).scatter_(1, C.argmax(2), True)
+                score = score + 2.0 * winners
+            out.append(score)
+        return out
 
 
 def random_scores(widths: list[int], seeds: tuple[int, ...], probe_seed: int, round_: int) -> list[torch.Tensor]:
