@@ -24,6 +24,7 @@ from .bench import bench
 from .common import PROG, OneLineErrors, console, err_console, user_errors
 from .experiment import app as experiment_app
 from .probe import app as probe_app
+from .preset import app as preset_app
 from .teacher import app as teacher_app
 
 app = typer.Typer(cls=OneLineErrors, help="Teacher-student training dynamics of deep ReLU networks.", no_args_is_help=True,
@@ -63,6 +64,7 @@ def run(
     force: bool = typer.Option(False, "--force", help="Train again even if the run already finished."),
     figure: bool = typer.Option(True, "--figure/--no-figure", help="Write best_corr.png into the run folder."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice, fewer when the machine is busy)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Start from a paper's setting (teacherstudent preset list); a config file and --set apply on top."),
 ) -> None:
     """Train an ensemble of students on a teacher and track node alignment."""
     from teacherstudent.config import load_config, parse_seeds
@@ -72,7 +74,7 @@ def run(
     overrides = list(set_)
     if seeds is not None:
         overrides.append(f"student.seeds=[{','.join(map(str, parse_seeds(seeds)))}]")
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, overrides, preset=preset)
     pick_device(device)
     folder = out / cfg.run_id
     if run_status(folder).get("state") == "finished" and not force:
@@ -212,7 +214,8 @@ def ls(out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds t
 app.command("bench")(bench)  # teacherstudent bench
 app.add_typer(teacher_app, name="teacher")  # teacherstudent teacher inspect
 app.add_typer(experiment_app, name="experiment")  # teacherstudent experiment list|run
-app.add_typer(probe_app, name="probe")  # teacherstudent probe lottery|reinit|show
+app.add_typer(probe_app, name="probe")
+app.add_typer(preset_app, name="preset")  # teacherstudent preset list|show  # teacherstudent probe lottery|reinit|show
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ class Problem:
     @property
     def teacher_widths(self) -> list[int]:
         """Widths of the teacher that is measured (``inputs.labels='wide_teacher'`` widens it)."""
-        return [w.shape[0] for w in self.teacher.weights[:-1]]
+        return list(self.teacher.widths)
 
 
 def build(cfg: ExperimentConfig, device: torch.device, ensemble: Ensemble | None = None,
@@ -51,7 +51,7 @@ def build(cfg: ExperimentConfig, device: torch.device, ensemble: Ensemble | None
     data = DataSource(cfg, teacher, inputs, device, dtype)
     if ensemble is None:
         widths = [cfg.student.multiplier * m for m in cfg.teacher.widths]
-        d, outputs = data.x_eval.shape[1], teacher.weights[-1].shape[0]
+        d, outputs = data.x_eval.shape[1], teacher.outputs
         ensemble = Ensemble.create(widths, d, outputs, cfg.student, device, dtype)
         plant_lucky(ensemble, teacher, cfg.student)  # student.lucky_nodes (a no-op at 0)
     for p in ensemble.trainable:

@@ -83,6 +83,8 @@ class TeacherConfig(_Section):
     leaky_slope: float = Field(0.0, ge=0, lt=1)
     reference_samples: int = Field(10_000, ge=100)
     seed: Seed = 0
+    seeds: tuple[Seed, ...] | None = Field(None, min_length=1, description="one teacher per ensemble member (as many "
+                                           "as student.seeds): member k learns and is measured against teacher seeds[k]")
 
     @field_validator("widths")
     @classmethod
@@ -93,6 +95,8 @@ class TeacherConfig(_Section):
 
     @model_validator(mode="after")
     def _conventions(self) -> TeacherConfig:
+        if self.seeds is not None:
+            self._unused("teacher", self.changed("seed"), "teacher.seeds is left unset (seeds gives every member's teacher)")
         if self.weights != "discrete":
             self._unused("teacher", self.changed("grid"), "teacher.weights='discrete'")
         if self.grid is not None and not any(v != 0 for v in self.grid):
@@ -257,6 +261,8 @@ class TrainingConfig(_Section):
             self._unused("training", self.changed("epochs"), "training.steps is left unset (steps replaces epochs)")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("nesterov needs optimizer='sgd' and momentum > 0")
+        if self.schedule == "piecewise":
+            self._unused("training", self.changed("lr"), "training.schedule is not 'piecewise' (milestones give the rates)")
         if self.sampling != "replacement":
             self._unused("training", self.changed("steps_per_epoch"), "training.sampling='replacement'")
         if self.renorm == "none":
@@ -408,6 +414,12 @@ class ExperimentConfig(_Section):
             raise ValueError("training.backend='fast' covers plain ReLU students only; use 'auto' or 'autograd' "
                              "with student.batchnorm")
         L = len(self.teacher.widths)
+        if self.teacher.seeds is not None:
+            if len(self.teacher.seeds) != len(self.student.seeds):
+                raise ValueError(f"teacher.seeds has {len(self.teacher.seeds)} seeds but student.seeds has "
+                                 f"{len(self.student.seeds)}: give one teacher per ensemble member")
+            if self.inputs.labels != "teacher":
+                raise ValueError("teacher.seeds (one teacher per member) works with inputs.labels='teacher' only")
         if isinstance(self.student.init_std, tuple) and len(self.student.init_std) != L + 1:
             raise ValueError(f"student.init_std has {len(self.student.init_std)} values but the students have {L + 1} "
                              "weight layers (hidden layers and the output)")
@@ -548,9 +560,22 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"cannot read config file {path}: {err}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Config from an optional TOML file plus ``section.key=value`` overrides."""
-    data = load_toml(path) if path is not None else {}
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "milestones" else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                preset: str | None = None) -> ExperimentConfig:
+    """Config from an optional preset (preset.py), an optional TOML file on top of it, then
+    ``section.key=value`` overrides."""
+    from .preset import preset_path
+
+    data = load_toml(preset_path(preset)) if preset is not None else {}
+    if path is not None:
+        data = _merge(data, load_toml(path))
     return build_config(apply_overrides(data, list(overrides or [])))
 
 

@@ -31,8 +31,9 @@ class Data:
 
 
 def label(teacher: Teacher, x: torch.Tensor, loss: str) -> torch.Tensor:
+    """``[N, C]`` targets (or ``[N]`` labels); ``[K, N, C]`` (``[K, N]``) with one teacher per member."""
     y = teacher(x)
-    return y.argmax(1) if loss == "ce" else y
+    return y.argmax(-1) if loss == "ce" else y
 
 
 class DataSource:
@@ -40,6 +41,8 @@ class DataSource:
 
     def __init__(self, cfg: ExperimentConfig, teacher: Teacher, inputs: InputDistribution, device, dtype):
         self.cfg, self.teacher, self.inputs = cfg, teacher, inputs
+        self.per_member = teacher.per_member  # labels and teacher activations carry a leading K axis
+        self.sample_dim = 1 if self.per_member else 0
         self.device, self.dtype = device, dtype
         seed = cfg.inputs.seed
         x_eval = inputs.sample(cfg.inputs.eval_samples, generator(seed, Stream.EVAL), split="eval")
@@ -66,6 +69,10 @@ class DataSource:
         if self.cfg.training.sampling == "replacement":  # every minibatch drawn uniformly with replacement
             n = self.cfg.steps_per_epoch * self.cfg.training.batch_size
             idx = torch.randint(x.shape[0], (n,), generator=generator(seed, Stream.SAMPLE, epoch)).to(self.device)
-            return x[idx], y[idx]
+            return x[idx], y.index_select(self.sample_dim, idx)
         perm = torch.randperm(x.shape[0], generator=generator(seed, Stream.ORDER, epoch)).to(self.device)
-        return x[perm], y[perm]
+        return x[perm], (y.index_select(1, perm) if self.per_member else y[perm])
+
+    def batch(self, y: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Samples ``start:stop`` of an epoch's labels (along the sample axis)."""
+        return y[:, start:stop] if self.per_member else y[start:stop]

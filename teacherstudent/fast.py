@@ -101,6 +101,13 @@ def members_per_chunk(widths: list[int], outputs: int, batch: int, itemsize: int
     return max(1, int(budget_bytes // per_member))
 
 
+def member_targets(y: torch.Tensor, k0: int, k1: int) -> torch.Tensor:
+    """Targets of members ``k0:k1``: shared ``[B, C]`` / ``[B]`` as they are, per-member
+    ``[K, B, C]`` / ``[K, B]`` (one teacher per member) sliced."""
+    stacked = y.dim() == 3 or (y.dim() == 2 and y.dtype == torch.long)
+    return y[k0:k1] if stacked else y
+
+
 def loss_and_grads_chunked(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, chunk: int,
                            out: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``loss_and_grads`` over members ``chunk`` at a time: the same numbers, bounded activation memory."""
@@ -110,7 +117,8 @@ def loss_and_grads_chunked(params: list[torch.Tensor], x_BxD: torch.Tensor, y: t
         return loss_and_grads(params, x_BxD, y, loss, grads)
     values = []
     for k0 in range(0, K, chunk):  # slices along dim 0 of contiguous buffers are contiguous: written in place
-        v, _ = loss_and_grads([p[k0:k0 + chunk] for p in params], x_BxD, y, loss, [g[k0:k0 + chunk] for g in grads])
+        v, _ = loss_and_grads([p[k0:k0 + chunk] for p in params], x_BxD, member_targets(y, k0, k0 + chunk), loss,
+                              [g[k0:k0 + chunk] for g in grads])
         values.append(v)
     return torch.cat(values), grads
 
@@ -121,4 +129,5 @@ def sgd_step_chunked(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.T
     K = params[0].shape[0]
     if chunk >= K:
         return sgd_step(params, x_BxD, y, loss, lr)
-    return torch.cat([sgd_step([p[k0:k0 + chunk] for p in params], x_BxD, y, loss, lr) for k0 in range(0, K, chunk)])
+    return torch.cat([sgd_step([p[k0:k0 + chunk] for p in params], x_BxD, member_targets(y, k0, k0 + chunk), loss, lr)
+                      for k0 in range(0, K, chunk)])

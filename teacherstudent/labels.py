@@ -20,7 +20,7 @@ import torch
 from .config import ExperimentConfig, InputsConfig
 from .inputs import InputDistribution
 from .seeds import Stream, derive
-from .teacher import Teacher, make_teacher
+from .teacher import Teacher, TeacherStack, make_teacher
 
 
 
@@ -29,8 +29,11 @@ def wide_seed(seed: int) -> int:
     return derive(seed, Stream.WIDE_TEACHER)
 
 
-def data_teacher(cfg: ExperimentConfig, inputs: InputDistribution) -> Teacher:
-    """The teacher that labels the data of ``cfg`` (and that its students are measured against)."""
+def data_teacher(cfg: ExperimentConfig, inputs: InputDistribution) -> Teacher | TeacherStack:
+    """The teacher that labels the data of ``cfg`` (and that its students are measured against);
+    with ``teacher.seeds`` one teacher per ensemble member."""
+    if cfg.teacher.seeds is not None:
+        return TeacherStack(tuple(make_teacher(cfg.teacher.model_copy(update={"seed": s}), inputs) for s in cfg.teacher.seeds))
     if cfg.inputs.labels != "wide_teacher":
         return make_teacher(cfg.teacher, inputs)
     t = cfg.teacher

@@ -86,7 +86,7 @@ class Trainer:
             epoch, pos = divmod(self.step, self.steps_per_epoch)
             if self._epoch is None or self._epoch[0] != epoch:
                 self._epoch = (epoch, *self.data.epoch(epoch))
-            x, y = self._epoch[1][pos * B:(pos + 1) * B], self._epoch[2][pos * B:(pos + 1) * B]
+            x, y = self._epoch[1][pos * B:(pos + 1) * B], self.data.batch(self._epoch[2], pos * B, (pos + 1) * B)
             lr = lr_at(self.cfg.training, self.step, self.steps_per_epoch, self.total_steps)
             # a stopped member does not move: its weights are put back after the update
             # (zero gradients alone would not hold it still under momentum or Adam)

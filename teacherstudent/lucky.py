@@ -62,7 +62,9 @@ def plant_lucky(ens: Ensemble, teacher: Teacher, cfg: StudentConfig) -> None:
     if not any(k):
         return
     sigma = cfg.lucky_noise
+    all_teachers = teacher
     for member, seed in enumerate(cfg.seeds):
+        teacher = all_teachers.member(member)
         gen = generator(seed, Stream.LUCKY)
 
         def noisy(t: torch.Tensor, gen: torch.Generator = gen) -> torch.Tensor:

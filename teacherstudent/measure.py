@@ -120,7 +120,8 @@ def eval_loss_T(out_KxCxN: torch.Tensor, y_eval: torch.Tensor, y_T: torch.Tensor
     K, C, N = out_KxCxN.shape
     if y_eval.dtype == torch.long:
         logp = torch.log_softmax(out_KxCxN, 1)
-        loss = -logp.gather(1, y_eval.view(1, 1, N).expand(K, 1, N)).mean((1, 2))
+        labels = y_eval.view(-1, 1, N).expand(K, 1, N)  # [N] shared or [K, N] per member
+        loss = -logp.gather(1, labels).mean((1, 2))
         return loss, (out_KxCxN.argmax(1) == y_eval).double().mean(1)
     diff = out_KxCxN.sub_(y_T)
     return torch.linalg.vector_norm(diff, dim=(1, 2)).double().square() / (N * C), None
@@ -132,7 +133,9 @@ def measure(ens, x_eval: torch.Tensor, y_eval: torch.Tensor, teacher_hidden: lis
     """Correlations, fan-out norms and evaluation loss of every member on the evaluation set.
 
     ``teacher_hidden``: the teacher's post-activations ``[N, m_l]`` on ``x_eval``; ``y_eval``
-    float targets ``[N, C]`` (MSE) or long labels ``[N]`` (cross-entropy, also gives accuracy). Members are processed in chunks to bound memory;
+    float targets ``[N, C]`` (MSE) or long labels ``[N]`` (cross-entropy, also gives accuracy).
+    With one teacher per member (``teacher.seeds``) both carry a leading ``K`` axis and each
+    member is measured against its own teacher. Members are processed in chunks to bound memory;
     ``workspace`` (a dict kept between calls) holds reusable activation buffers.
     """
     K = ens.K
@@ -142,16 +145,22 @@ def measure(ens, x_eval: torch.Tensor, y_eval: torch.Tensor, teacher_hidden: lis
     key = tuple(t.data_ptr() for t in teacher_hidden) + (y_eval.data_ptr(),)
     if t_std is None or ws.get("teacher_key") != key:
         ws["teacher_key"] = key
-        t_std = ws["teacher"] = [standardize(t, 0) for t in teacher_hidden]  # [N, m]
-        ws["y_T"] = None if y_eval.dtype == torch.long else y_eval.T.contiguous()
+        t_std = ws["teacher"] = [standardize(t, t.dim() - 2) for t in teacher_hidden]  # [N, m] or [K, N, m]
+        ws["y_T"] = None if y_eval.dtype == torch.long else y_eval.transpose(-1, -2).contiguous()
+    per_member = teacher_hidden[0].dim() == 3
     corr: list[list[torch.Tensor]] = [[] for _ in teacher_hidden]
     losses, accs = [], []
     for k0 in range(0, K, chunk):
         sub = ens.slice(k0, k0 + chunk) if chunk < K else ens
         hidden, out_T = forward_eval_T(sub, x_eval, ws)
+        k1 = min(k0 + chunk, K)
         for l, h in enumerate(hidden):
-            corr[l].append(correlation_T(t_std[l], h).float().cpu())
-        loss, acc = eval_loss_T(out_T, y_eval, ws["y_T"])
+            corr[l].append(correlation_T(t_std[l][k0:k1] if per_member else t_std[l], h).float().cpu())
+        if per_member:
+            y_T = ws["y_T"][k0:k1] if ws["y_T"] is not None else None
+            loss, acc = eval_loss_T(out_T, y_eval[k0:k1], y_T)
+        else:
+            loss, acc = eval_loss_T(out_T, y_eval, ws["y_T"])
         losses.append(loss.cpu())
         if acc is not None:
             accs.append(acc.cpu())

@@ -133,7 +133,7 @@ class Recorder(Callback):
         arrays = {f"step_{s}_layer_{l}": corr[s][l].numpy().astype(np.float32) for s in steps for l in range(L)}
         arrays["members"] = np.asarray(cfg.student.seeds)
         write_npz(f.path / "corr.npz", arrays)
-        teacher_fanout = [w.norm(dim=0).float().cpu() for w in tr.teacher.weights[1:]]
+        teacher_fanout = [f.float().cpu() for f in tr.teacher.fanout_norms(len(cfg.student.seeds))]  # [K, m_l]
         write_parquet(f.path / "teacher_nodes.parquet",
                       self.teacher_table(corr[steps[0]], corr[steps[-1]], teacher_fanout))
         write_parquet(f.path / "student_nodes.parquet", self.student_table(corr, fanout))
@@ -161,9 +161,15 @@ class Recorder(Callback):
                 "final_corr": C1.max(2).values.flatten().double().numpy(),
                 **{f"step_corr_{t:g}": _nullable(v) for t, v in first.items()},
                 "match_count": (C1 > covered).sum(2).flatten().numpy(),
-                "teacher_fanout_norm": np.tile(teacher_fanout[l].numpy(), K),
+                "teacher_fanout_norm": teacher_fanout[l].flatten().numpy(),
+                "teacher_seed": np.repeat(np.asarray(self.teacher_seeds()), m),
             }))
         return pd.concat(frames, ignore_index=True)
+
+    def teacher_seeds(self) -> list[int]:
+        """Each member's teacher seed (``teacher.seeds``, or ``teacher.seed`` for all)."""
+        t = self.cfg.teacher
+        return list(t.seeds) if t.seeds is not None else [t.seed] * len(self.cfg.student.seeds)
 
     def student_table(self, corr: dict[int, list[torch.Tensor]], fanout: dict[int, list[torch.Tensor]]) -> pd.DataFrame:
         seeds, frames = self.cfg.student.seeds, []
@@ -182,5 +188,6 @@ class Recorder(Callback):
                     "best_teacher": best.indices.flatten().numpy(),
                     "fanout_norm": fanout[s][l].flatten().double().numpy(),
                     **passes,
+                    "teacher_seed": np.repeat(np.asarray(self.teacher_seeds()), n),
                 }))
         return pd.concat(frames, ignore_index=True)

@@ -69,6 +69,51 @@ class Teacher:
     def __call__(self, x_NxD: torch.Tensor) -> torch.Tensor:
         return self.forward(x_NxD)[1]
 
+    @property
+    def outputs(self) -> int:
+        return self.weights[-1].shape[0]
+
+    per_member = False
+
+    def member(self, k: int) -> Teacher:
+        """The teacher of ensemble member ``k`` (the same one for every member)."""
+        return self
+
+    def fanout_norms(self, K: int) -> list[torch.Tensor]:
+        """Each hidden node's fan-out norm ``||W_{l+1}[:, k]||`` as ``[K, m_l]`` (repeated over members)."""
+        return [w.norm(dim=0).expand(K, -1) for w in self.weights[1:]]
+
+
+@dataclass(frozen=True)
+class TeacherStack:
+    """One teacher per ensemble member (``teacher.seeds``): ``forward`` gives ``[K, N, m_l]``
+    hidden activations and ``[K, N, C]`` outputs, member ``k`` labelled by its own teacher."""
+
+    members: tuple[Teacher, ...]
+    per_member = True
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return self.members[0].widths
+
+    @property
+    def outputs(self) -> int:
+        return self.members[0].outputs
+
+    def member(self, k: int) -> Teacher:
+        return self.members[k]
+
+    def forward(self, x_NxD: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        runs = [t.forward(x_NxD) for t in self.members]
+        hidden = [torch.stack([r[0][l] for r in runs]) for l in range(len(self.widths))]
+        return hidden, torch.stack([r[1] for r in runs])
+
+    def __call__(self, x_NxD: torch.Tensor) -> torch.Tensor:
+        return self.forward(x_NxD)[1]
+
+    def fanout_norms(self, K: int) -> list[torch.Tensor]:
+        return [torch.stack([t.weights[l + 1].norm(dim=0) for t in self.members]) for l in range(len(self.widths))]
+
 
 def _direction(r: torch.Tensor) -> tuple[int, ...]:
     """A discrete row's direction as the primitive integer vector ``4r / gcd``."""

@@ -67,7 +67,8 @@ def _mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _ce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Cross-entropy with integer labels ``[B]``."""
     K, B, C = out.shape
-    return F.cross_entropy(out.reshape(K * B, C), y.repeat(K), reduction="none").view(K, B).mean(1)
+    labels = y.reshape(K * B) if y.dim() == 2 else y.repeat(K)  # [K, B]: one teacher per member
+    return F.cross_entropy(out.reshape(K * B, C), labels, reduction="none").view(K, B).mean(1)
 
 
 # ``loss(out_KxBxC, y) -> [K]``: each member's mean loss on the batch.
