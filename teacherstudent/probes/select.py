@@ -4,10 +4,11 @@ Node level (structured): every hidden student node gets a score, ``[K, n_l]`` pe
 and the highest-scoring nodes are kept. ``count(keep, n)`` is ``keep * n`` rounded half
 up (2.5 -> 3, 4.5 -> 5: not Python's ``round``, which rounds half to even), at least 1 and
 at most ``n``. ``scope='layer'`` keeps ``count(keep, n_l)`` nodes of every layer;
-``scope='global'`` keeps ``count(keep, sum_l n_l)`` nodes of all hidden layers ranked together (each layer keeps at least one). The ensemble stays stacked, so
-with ``global`` the number kept per layer is the members' mean of their own global
-choice (largest-remainder rounding), and each member keeps its own top nodes per layer;
-with one member this is exactly the global top set.
+``scope='global'`` keeps ``count(keep, sum_l n_l)`` nodes of all hidden layers ranked
+together (each layer keeps at least one). The ensemble stays stacked, so with ``global``
+the number kept per layer is the members' mean of their own global choice
+(largest-remainder rounding), and each member keeps its own top nodes per layer; with
+one member this is exactly the global top set.
 
 Weight level (unstructured, Frankle & Carbin): a boolean mask per weight matrix (output
 layer included, biases never pruned) keeping the largest ``|W|``, per matrix or over all
