@@ -258,3 +258,26 @@ def test_init_is_deterministic_per_seed_and_differs_between_seeds():
     ens = Ensemble.create([5, 6], 4, 3, StudentConfig(seeds=(1, 0)), CPU, torch.float64)
     assert torch.equal(ens.params[0][1], a[0]) and torch.equal(ens.params[0][0], c[0])  # member order = seed order
 
+
+# ---- student widths and BatchNorm ---------------------------------------------------------------
+
+@pytest.mark.parametrize("multiplier", [1, 4])
+def test_student_widths_are_multiplier_times_teacher_widths(multiplier):
+    sim = Simulation(tiny(student__multiplier=multiplier), CPU)
+    assert sim.widths == [4 * multiplier, 6 * multiplier]
+    assert [w.shape[1] for w in sim.ens.weights[:-1]] == [4 * multiplier, 6 * multiplier]
+
+
+def test_student_batchnorm_trains_its_affine_and_running_statistics():
+    sim = Simulation(tiny(student__batchnorm=True, training__dtype="float64"), CPU)
+    assert sim.ens.batchnorm and not sim.fast
+    x = sim.data.x_eval
+    before = sim.ens.output(x, train=False).detach().clone()
+    loss0 = sim.loss_fn(sim.ens.output(x), sim.data.y_eval).detach()
+    sim.train_until(16)
+    gamma, running_mean = sim.ens.bn_params[0], sim.ens.bn_buffers[0]
+    assert not torch.allclose(gamma, torch.ones_like(gamma))
+    assert running_mean.abs().max() > 0
+    after = sim.ens.output(x, train=False).detach()
+    assert not torch.allclose(before, after)
+    assert torch.all(sim.loss_fn(after, sim.data.y_eval) < loss0)

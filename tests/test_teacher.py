@@ -56,6 +56,7 @@ def is_discrete_direction(row: torch.Tensor) -> bool:
     ("0.5", []),
     ("0.2", []),
     ("[0.5, 0.2, 0.1, 0.3]", []),
+    ("[0.1, 0.3, 0.8, 0.2]", []),
     ("0.2", ["teacher.strength_decay=1.5"]),
     ("0.5", ["teacher.weights=gaussian"]),
     ("0.2", ["teacher.leaky_slope=0.05"]),
@@ -181,13 +182,15 @@ def test_strength_decay_scales_columns_above_the_first_layer(p):
         assert all(is_discrete_direction(r) for r in undone)
 
 
-def test_strength_decay_with_standardised_outputs_only_adds_a_row_scale():
+@pytest.mark.parametrize("p", [0.5, 1.0, 2.0])
+def test_strength_decay_with_standardised_outputs_only_adds_a_row_scale(p):
     _, _, plain = build()
-    _, _, decayed = build("teacher.strength_decay=1.0")
+    _, _, decayed = build(f"teacher.strength_decay={p}")
+    torch.testing.assert_close(decayed.weights[1], plain.weights[1] * (1.0 + torch.arange(10, dtype=torch.float64)) ** -p)
     ratio = decayed.weights[-1] / plain.weights[-1]  # row scale (standardisation) times column decay
     mask = plain.weights[-1] != 0
     cols = ratio.shape[1]
-    col_decay = (1.0 + torch.arange(cols, dtype=torch.float64)) ** -1.0
+    col_decay = (1.0 + torch.arange(cols, dtype=torch.float64)) ** -p
     row_scale = (ratio / col_decay).where(mask, torch.nan).nanmean(1, keepdim=True)
     torch.testing.assert_close((ratio / col_decay / row_scale)[mask], torch.ones(int(mask.sum()), dtype=torch.float64))
 
@@ -255,21 +258,29 @@ def test_batchnorm_teacher_normalises_pre_activations_on_the_reference_set():
         # fixed statistics folded into the weights: unit variance
         torch.testing.assert_close(z.std(0), torch.ones(z.shape[1], dtype=torch.float64), rtol=0, atol=1e-9)
     assert_bias_is_the_quantile(teacher, ref, cfg.teacher.firing_per_layer)  # the bias shift sets the firing
+    x = fresh_inputs(inputs)  # on fresh inputs of the same distribution: about unit variance, still tuned
+    for z in pre_activations(teacher, x):
+        torch.testing.assert_close(z.std(0), torch.ones(z.shape[1], dtype=torch.float64), rtol=0, atol=0.1)
+        assert ((z > 0).double().mean(0) - 0.3).abs().max() < 0.03
     _, _, plain = build("teacher.firing=0.3")
     z_plain = pre_activations(plain, ref)[1]
     assert (z_plain.std(0) - 1).abs().max() > 0.1  # without batchnorm the scale is not 1
+    z0 = pre_activations(plain, x)[0]  # the first layer's scale is the inputs' sigma (unit rows)
+    torch.testing.assert_close(z0.std(0), torch.full((10,), 10.0, dtype=torch.float64), rtol=0, atol=0.3)
 
 
 def test_no_bias_option():
-    _, _, teacher = build("teacher.bias=false", "teacher.standardize_outputs=false")
+    _, inputs, teacher = build("teacher.bias=false", "teacher.standardize_outputs=false")
     for b in teacher.biases:
         assert torch.equal(b, torch.zeros_like(b))
+    h0 = teacher.forward(fresh_inputs(inputs))[0][0]  # zero-mean symmetric inputs: the bottom layer fires half the time
+    assert ((h0 > 0).double().mean(0) - 0.5).abs().max() < 0.03
     _, _, with_bias = build("teacher.standardize_outputs=false")
     assert all(not torch.equal(b, torch.zeros_like(b)) for b in with_bias.biases[:-1])
 
 
 def test_no_bias_with_a_firing_fraction_is_a_user_error():
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="firing fractions need biases"):
         load_config(overrides=["teacher.bias=false", "teacher.firing=0.2"])
 
 
