@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from teacherstudent.config import load_config
 from teacherstudent.fast import loss_and_grads, loss_and_grads_chunked, sgd_step, sgd_step_chunked
 from teacherstudent.measure import correlation
 from teacherstudent.simulate import Simulation
 
-TINY = ["teacher.widths=[4,6,5]", "student.multiplier=3", "inputs.train_samples=300", "inputs.eval_samples=200",
-        "student.seeds=[0,1,2]", "training.batch_size=32", "training.dtype='float64'", "training.epochs=3"]
+from conftest import tiny
+
+# conftest's tiny run with three layers, three members, a last batch of 12 samples (300 = 9 * 32 + 12), float64
+FAST = ("teacher.widths=[4,6,5]", "inputs.train_samples=300", "inputs.eval_samples=200", "student.seeds=[0,1,2]",
+        "training.batch_size=32", "training.dtype='float64'", "training.epochs=3")
 
 OPTIONS = {
     "sgd": [],
@@ -29,7 +29,7 @@ OPTIONS = {
 
 
 def _sim(extra, backend, budget=1 << 30):
-    cfg = load_config(None, TINY + extra + [f"training.backend='{backend}'"])
+    cfg = tiny(*FAST, *extra, f"training.backend='{backend}'")
     return Simulation(cfg, torch.device("cpu"), memory_budget=budget)
 
 
@@ -141,7 +141,7 @@ def test_measurement_of_a_constant_unit_is_zero_not_garbage():
 def test_cuda_matches_cpu():
     extra = ["training.dtype='float64'"]
     cpu = _sim(extra, "fast")
-    cfg = load_config(None, TINY + extra)
+    cfg = tiny(*FAST, *extra)
     gpu = Simulation(cfg, torch.device("cuda"))
     for sim in (cpu, gpu):
         sim.train_until(30)
@@ -154,7 +154,7 @@ def test_cuda_matches_cpu():
 def test_training_state_grows_linearly_in_members():
     """Parameters, gradients and optimiser state per member do not depend on K (no hidden copies)."""
     def state_bytes(K):
-        cfg = load_config(None, TINY[:-2] + [f"student.seeds={list(range(K))}", "training.momentum=0.9"])
+        cfg = tiny(*FAST[:-2], f"student.seeds={list(range(K))}", "training.momentum=0.9")
         sim = Simulation(cfg, torch.device("cpu"))
         sim.train_until(3)
         tensors = list(sim.ens.state()) + [p.grad for p in sim.ens.params]
