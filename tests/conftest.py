@@ -10,6 +10,9 @@ arguments with ``__`` for the dot (``training__dtype="float64"``); later ones wi
     cfg = tiny("student.multiplier=5", training__dtype="float64")
     args = [a for s in tiny_overrides("training.epochs=1") for a in ("--set", s)]  # for the CLI
 
+CLI helpers: ``invoke(*args)`` runs the CLI in-process, ``cli_sets(...)`` is ``tiny`` as
+``--set`` arguments, ``assert_user_error(result)`` checks exit 2 with one ``error:`` line.
+
 Fixtures: ``tiny_config`` (the ``tiny`` factory itself), ``tmp_runs`` (an empty runs root
 under ``tmp_path``) and ``finished_run`` (one finished tiny run per session, read-only by
 convention: copy it with ``shutil.copytree`` before damaging it).
@@ -114,6 +117,28 @@ def finished_run(tmp_path_factory) -> Path:
     return run_experiment(tiny(), root, device="cpu", command=["pytest"])
 
 
+def cli_sets(*overrides: str, **fields: Any) -> list[str]:
+    """``tiny`` plus ``overrides`` as CLI arguments: ``["--set", "a.b=1", "--set", ...]``."""
+    return [a for s in tiny_overrides(*overrides, **fields) for a in ("--set", s)]
+
+
+def invoke(*args: Any):
+    """Run the CLI in-process with ``args`` (turned into strings); returns typer's ``Result``."""
+    from typer.testing import CliRunner
+
+    from teacherstudent_cli.main import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_user_error(result) -> None:
+    """Exit 2, one 'error:' line on stderr, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+
+
 def pre_activations(teacher, x):
     """``z_l = h_{l-1} W_l^T + b_l`` of every hidden layer, recomputed by hand from the teacher's weights."""
     zs, h = [], x
@@ -129,4 +154,5 @@ def file_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-__all__ = ["TINY", "file_bytes", "tiny", "tiny_overrides", "tiny_via_load_config", "toml_literal"]
+__all__ = ["TINY", "assert_user_error", "cli_sets", "file_bytes", "invoke", "pre_activations", "tiny", "tiny_overrides",
+           "tiny_via_load_config", "toml_literal"]

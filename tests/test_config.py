@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from teacherstudent.config import ExperimentConfig, load_config, parse_seeds, parse_value
 from teacherstudent.errors import UserError
 
-from conftest import tiny, tiny_via_load_config
+from conftest import assert_user_error, cli_sets, invoke, tiny, tiny_overrides, tiny_via_load_config
 
 TOML_FILE = """\
 name = "sparse"
@@ -315,3 +315,21 @@ def test_bad_seeds_are_user_errors(text):
     with pytest.raises(UserError) as ei:
         parse_seeds(text)
     assert "--seeds" in one_line_error(ei)
+
+
+# ---- non-finite and out-of-range values -------------------------------------------------------
+
+@pytest.mark.parametrize("override", [
+    "inputs.sigma=inf", "training.lr=inf", "teacher.strength_decay=inf", "training.gamma=inf",
+    "training.betas=[1.5, 0.9]", "training.betas=[0.9, -0.1]", "training.betas=[nan, 0.9]",
+    "student.seeds=[100000000000000000000000]", "teacher.seed=100000000000000000000000",
+    "inputs.seed=-100000000000000000000000",
+])
+def test_nonsense_values_are_config_errors(override):
+    with pytest.raises(UserError, match="invalid config"):
+        load_config(None, tiny_overrides(override))
+
+
+def test_adam_bad_betas_is_one_line_in_cli(tmp_path):
+    assert_user_error(invoke("run", "--out", tmp_path, "--no-figure", *cli_sets('training.optimizer="adam"', "training.betas=[1.5, 0.9]")))
+    assert not (tmp_path / "default").exists() and list(tmp_path.iterdir()) == []

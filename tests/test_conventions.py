@@ -68,8 +68,7 @@ def test_sampling_with_replacement_is_reproducible_and_resumable(tmp_path):
     rows = {tuple(r) for r in x1.tolist()}
     fixed = {tuple(r) for r in a._fixed[0].tolist()}
     assert rows <= fixed and not torch.equal(x1, a.epoch(2)[0])
-    idx = torch.randint(512, (4000,), generator=torch.Generator().manual_seed(0))
-    assert len(set(idx.tolist())) < 512  # (sanity of the premise: with replacement, repeats happen)
+    assert len(rows) < x1.shape[0]  # 160 draws from 512 with replacement: repeats (probability ~1 - 1e-11)
     whole = run_experiment(cfg, tmp_path / "a", device="cpu")
     part = run_experiment(cfg, tmp_path / "b", device="cpu", max_steps=10)
     run_experiment(cfg, tmp_path / "b", device="cpu")

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from teacherstudent.config import load_config
 from teacherstudent.fast import loss_and_grads, loss_and_grads_chunked, sgd_step, sgd_step_chunked
 from teacherstudent.measure import correlation
 from teacherstudent.simulate import Simulation
 from teacherstudent.train import member_loss
 
-TINY = ["teacher.widths=[4,6,5]", "student.multiplier=3", "inputs.train_samples=300", "inputs.eval_samples=200",
-        "student.seeds=[0,1,2]", "training.batch_size=32", "training.dtype='float64'", "training.epochs=3"]
+from conftest import tiny
+
+# conftest's tiny run with three layers, three members, a last batch of 12 samples (300 = 9 * 32 + 12), float64
+FAST = ("teacher.widths=[4,6,5]", "inputs.train_samples=300", "inputs.eval_samples=200", "student.seeds=[0,1,2]",
+        "training.batch_size=32", "training.dtype='float64'", "training.epochs=3")
 
 OPTIONS = {
     "sgd": [],
@@ -30,7 +30,7 @@ OPTIONS = {
 
 
 def _sim(extra, backend, budget=1 << 30):
-    cfg = load_config(None, TINY + extra + [f"training.backend='{backend}'"])
+    cfg = tiny(*FAST, *extra, f"training.backend='{backend}'")
     return Simulation(cfg, torch.device("cpu"), memory_budget=budget)
 
 
@@ -138,25 +138,11 @@ def test_measurement_of_a_constant_unit_is_zero_not_garbage():
     assert torch.all(snap.corr[1][:, :, 0] == 0)
 
 
-def test_benchmark_suite_runs_and_reports_every_row(tmp_path):
-    from teacherstudent_benchmarks.suite import flops_per_student_step, run_suite, write_json
-
-    assert flops_per_student_step([100, 150], 20, 100, 64) == 6 * 64 * (20 * 100 + 100 * 150 + 150 * 100)
-    result = run_suite(quick=True, settings=("default",), members=(2,))
-    kinds = [r["kind"] for r in result["rows"]]
-    assert kinds.count("train") == 3 and "gemm" in kinds and "measure" in kinds and "memory" in kinds
-    for r in result["rows"]:
-        if r["kind"] == "train":
-            assert r["steps_per_s"] > 0 and 0 < r["frac_ceiling"]
-    path = write_json(result, tmp_path / "bench.json")
-    assert json.loads(path.read_text())["machine"]["device"] == "cpu"
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_matches_cpu():
     extra = ["training.dtype='float64'"]
     cpu = _sim(extra, "fast")
-    cfg = load_config(None, TINY + extra)
+    cfg = tiny(*FAST, *extra)
     gpu = Simulation(cfg, torch.device("cuda"))
     for sim in (cpu, gpu):
         sim.train_until(30)
@@ -169,7 +155,7 @@ def test_cuda_matches_cpu():
 def test_training_state_grows_linearly_in_members():
     """Parameters, gradients and optimiser state per member do not depend on K (no hidden copies)."""
     def state_bytes(K):
-        cfg = load_config(None, TINY[:-2] + [f"student.seeds={list(range(K))}", "training.momentum=0.9"])
+        cfg = tiny(*FAST[:-2], f"student.seeds={list(range(K))}", "training.momentum=0.9")
         sim = Simulation(cfg, torch.device("cpu"))
         sim.train_until(3)
         tensors = list(sim.ens.state()) + [p.grad for p in sim.ens.params]

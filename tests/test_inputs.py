@@ -179,3 +179,21 @@ def test_eval_split_generator_streams_differ_from_training():
     data = DataSource(cfg, make_teacher(cfg.teacher, inputs), inputs, torch.device("cpu"), torch.float64)
     assert torch.equal(data.x_eval, inputs.sample(256, generator(cfg.inputs.seed, 2), split="eval"))
     assert data.x_eval.abs().max() <= math.sqrt(3) * cfg.inputs.sigma
+
+
+# ---- training data: a fixed set reshuffled, or fresh samples every epoch ------------------------
+
+def test_fixed_set_is_reshuffled_while_fresh_draws_new_samples_every_epoch():
+    def epochs(fresh: bool):
+        cfg = tiny(inputs__fresh=fresh)
+        inputs = make_inputs(cfg.inputs, cfg.teacher.d, cfg.teacher.seed)
+        teacher = make_teacher(cfg.teacher, inputs)
+        data = DataSource(cfg, teacher, inputs, torch.device("cpu"), torch.float64)
+        (x0, y0), (x1, y1) = data.epoch(0), data.epoch(1)
+        assert torch.equal(y0, teacher(x0)) and torch.equal(y1, teacher(x1))
+        return x0, x1
+
+    x0, x1 = epochs(False)
+    assert not torch.equal(x0, x1) and torch.equal(x0[torch.argsort(x0[:, 0])], x1[torch.argsort(x1[:, 0])])
+    x0, x1 = epochs(True)
+    assert not torch.isin(x0[:, 0], x1[:, 0]).any()

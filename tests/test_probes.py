@@ -55,12 +55,59 @@ def best_subset(values: list[float], c: int, groups: list[int] | None = None) ->
 
 # ---- selection ------------------------------------------------------------------
 
+@pytest.mark.parametrize("keep, n, expected", [
+    (0.25, 10, 3),  # 2.5 rounds up (Python's round() would give 2)
+    (0.15, 10, 2),  # 1.5 -> 2
+    (0.45, 10, 5),  # 4.5 -> 5 (round() would give 4)
+    (0.1, 25, 3),   # 2.5 -> 3
+    (0.25, 18, 5),  # 4.5 -> 5
+    (0.3, 15, 5),   # 4.5 -> 5
+    (0.4, 7, 3),    # 2.8 -> 3
+    (0.3, 14, 4),   # 4.2 -> 4
+    (0.05, 10, 1),  # 0.5 -> 1
+    (0.01, 10, 1),  # 0.1 -> 0, but at least one is kept
+    (1.0, 7, 7),
+])
+def test_keep_count_is_keep_times_n_rounded_half_up_and_at_least_one(keep, n, expected):
+    assert count(keep, n) == expected
+
+
+@pytest.mark.parametrize("keep, scope, expected", [
+    (0.25, "layer", [3, 5]),   # 0.25 * 10 = 2.5 -> 3 and 0.25 * 18 = 4.5 -> 5
+    (0.05, "layer", [1, 1]),   # 0.5 -> 1 and 0.9 -> 1
+    (0.25, "global", 7),       # 0.25 * 28 = 7
+    (0.375, "global", 11),     # 0.375 * 28 = 10.5 -> 11 (round() would give 10)
+    (0.01, "global", 2),       # 0.28 -> 1, but every layer keeps one
+])
+def test_nodes_kept_per_layer_and_globally_are_pinned_by_hand(keep, scope, expected):
+    gen = torch.Generator().manual_seed(4)
+    scores = [torch.rand(2, n, generator=gen, dtype=torch.float64) for n in (10, 18)]
+    kept = select_nodes(scores, keep, scope, [10, 18])
+    if scope == "layer":
+        assert [idx.shape[1] for idx in kept] == expected
+    else:
+        assert sum(idx.shape[1] for idx in kept) == expected and all(idx.shape[1] >= 1 for idx in kept)
+
+
+@pytest.mark.parametrize("keep, scope, expected", [
+    (0.25, "layer", [3, 5]),  # matrices of 10 and 18 weights: 2.5 -> 3, 4.5 -> 5
+    (0.25, "global", 7),      # 28 weights: 7
+    (0.375, "global", 11),    # 10.5 -> 11
+])
+def test_weights_kept_per_matrix_and_globally_are_pinned_by_hand(keep, scope, expected):
+    gen = torch.Generator().manual_seed(5)
+    w = [torch.randn(2, 2, 5, generator=gen, dtype=torch.float64), torch.randn(2, 3, 6, generator=gen, dtype=torch.float64)]
+    masks = select_weights(w, keep, scope)
+    per_member = [[int(m[k].sum()) for m in masks] for k in range(2)]
+    for counts in per_member:
+        assert (counts if scope == "layer" else sum(counts)) == expected
+
+
 def test_layer_scope_keeps_the_best_subset_of_every_layer():
     gen = torch.Generator().manual_seed(0)
     scores = [torch.rand(3, 7, generator=gen, dtype=torch.float64), torch.rand(3, 9, generator=gen, dtype=torch.float64)]
     kept = select_nodes(scores, 0.4, "layer", [7, 9])
-    for s, idx in zip(scores, kept):
-        c = count(0.4, s.shape[1])
+    for s, idx, c in zip(scores, kept, [3, 4]):  # 0.4 * 7 = 2.8 -> 3, 0.4 * 9 = 3.6 -> 4
         assert idx.shape == (3, c)
         for k in range(3):
             assert idx[k].tolist() == sorted(best_subset(s[k].tolist(), c))
@@ -75,7 +122,7 @@ def test_global_scope_with_one_member_keeps_the_best_subset_of_all_layers():
     chosen = {(l, j) for l, idx in enumerate(kept) for j in idx[0].tolist()}
     flat = [(l, j) for l, n in enumerate(widths) for j in range(n)]
     values = [scores[l][0, j].item() for l, j in flat]
-    ref = best_subset(values, count(0.4, sum(widths)), [l for l, _ in flat])
+    ref = best_subset(values, 5, [l for l, _ in flat])  # 0.4 * 12 = 4.8 -> 5
     assert chosen == {flat[i] for i in ref}
     assert len(kept[2][0]) == 1
 
@@ -85,7 +132,7 @@ def test_global_scope_keeps_the_ensemble_stacked():
     widths = [6, 8]
     scores = [torch.rand(4, n, generator=gen, dtype=torch.float64) for n in widths]
     kept = select_nodes(scores, 0.3, "global", widths)
-    assert sum(idx.shape[1] for idx in kept) == count(0.3, sum(widths))
+    assert sum(idx.shape[1] for idx in kept) == 4  # 0.3 * 14 = 4.2 -> 4
     for s, idx in zip(scores, kept):  # each member keeps its own best nodes of the layer's count
         for k in range(4):
             assert idx[k].tolist() == sorted(best_subset(s[k].tolist(), idx.shape[1]))
@@ -94,14 +141,14 @@ def test_global_scope_keeps_the_ensemble_stacked():
 def test_magnitude_masks_keep_the_largest_weights():
     gen = torch.Generator().manual_seed(3)
     w = [torch.randn(2, 3, 3, generator=gen, dtype=torch.float64), torch.randn(2, 2, 3, generator=gen, dtype=torch.float64)]
-    for m, wl in zip(select_weights(w, 0.34, "layer"), w):
+    for m, wl, c in zip(select_weights(w, 0.34, "layer"), w, [3, 2]):  # 0.34 * 9 = 3.06 -> 3, 0.34 * 6 = 2.04 -> 2
         for k in range(2):
             flat = wl[k].abs().flatten().tolist()
-            assert set(m[k].flatten().nonzero().flatten().tolist()) == best_subset(flat, count(0.34, len(flat)))
+            assert set(m[k].flatten().nonzero().flatten().tolist()) == best_subset(flat, c)
     w1 = [w[0][:1], w[1][:1] * 0.01]  # one member; the second matrix only keeps its forced weight
     masks = select_weights(w1, 0.3, "global")
     flat = torch.cat([x.abs().flatten() for x in w1]).tolist()
-    ref = best_subset(flat, count(0.3, len(flat)), [0] * 9 + [1] * 6)
+    ref = best_subset(flat, 5, [0] * 9 + [1] * 6)  # 0.3 * 15 = 4.5 -> 5 (half up)
     assert set(torch.cat([m.flatten() for m in masks]).nonzero().flatten().tolist()) == ref
     alive = [torch.rand(wl.shape, generator=gen) < 0.5 for wl in w]
     for m, a in zip(select_weights(w, 0.2, "layer", alive), alive):
@@ -266,8 +313,8 @@ def test_weight_masks_stay_applied_through_training(parent, backend):
 def test_iterative_pruning_nests_its_rounds(parent):
     r1, r2 = probe(parent, keep=0.25, by="fanout", rounds=2)
     k1, k2 = load_probe(r1)["kept"], load_probe(r2)["kept"]
-    assert [k.shape[1] for k in k1] == [count(0.5, 12), count(0.5, 18)]
-    assert [k.shape[1] for k in k2] == [count(0.25, 12), count(0.25, 18)]
+    assert [k.shape[1] for k in k1] == [6, 9]  # round 1 keeps 0.25^(1/2) = 0.5
+    assert [k.shape[1] for k in k2] == [3, 5]  # 0.25 * 18 = 4.5 -> 5 (half up)
     src = weights(r1)  # round 2 keeps the largest fan-out norms of round 1's trained students
     for l in range(2):
         for k in range(2):

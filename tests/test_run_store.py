@@ -1,4 +1,5 @@
-"""The run folder: files, tables recomputed independently, resume, skip, determinism, load_runs."""
+"""The run folder: files, tables recomputed independently, resume, skip, determinism, load_runs;
+bad input and damaged folders are one-line user errors that touch nothing."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from teacherstudent.errors import UserError
 from teacherstudent.simulate import Simulation, run_experiment
 from teacherstudent.store import load_runs
 
-from conftest import file_bytes, tiny
+from conftest import assert_user_error, cli_sets, file_bytes, invoke, tiny
 
 CPU = torch.device("cpu")
 MEASURED = list(range(0, 33, 4))  # 4 epochs of 8 steps, measured every 4 steps
@@ -26,9 +27,10 @@ STORE = ("training.lr=0.2", "training.epochs=4", "measure.every=steps", "measure
 
 METRICS_COLUMNS = ["run", "member", "step", "epoch", "split", "layer", "metric", "value"]
 TEACHER_COLUMNS = ["run", "member", "layer", "teacher_node", "winner", "init_rank_pct", "init_corr", "final_corr",
-                   "step_corr_0.9", "step_corr_0.95", "match_count", "teacher_fanout_norm"]
+                   "step_corr_0.9", "step_corr_0.95", "match_count", "teacher_fanout_norm",
+                   "teacher_seed"]  # teacher_seed: added in 0.3 (one teacher per member)
 STUDENT_COLUMNS = ["run", "member", "layer", "student_node", "step", "best_corr", "best_teacher", "fanout_norm",
-                   "step_corr_0.9", "step_corr_0.95"]
+                   "step_corr_0.9", "step_corr_0.95", "teacher_seed"]
 TABLES = ("metrics", "teacher_nodes", "student_nodes")
 
 
@@ -369,3 +371,90 @@ def test_load_runs_errors_and_empty_root(tmp_path, two_runs):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(UserError, match="corrupted"):
         load_runs(damaged)
+
+
+# ---- bad input and damaged folders: a user error that leaves every file as it was ----------------
+
+@pytest.mark.parametrize("overrides", [
+    ("measure.corr_steps=[1000]",),
+    ("measure.corr_steps=[-4]",),
+    ("training.checkpoint_steps=[1000]",),
+    ('training.backend="fast"', "student.batchnorm=true"),
+])
+def test_run_time_config_errors_leave_no_run_folder(tmp_path, overrides):
+    root = tmp_path / "runs"
+    with pytest.raises(UserError):
+        run_experiment(tiny(*overrides), root, device="cpu")
+    assert not root.exists() or not any(root.iterdir())
+
+
+def test_run_time_config_error_in_cli_touches_no_existing_results(finished_run, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(finished_run, root / finished_run.name)
+    before = file_bytes(root)
+    assert_user_error(invoke("run", "--out", root, "--no-figure", *cli_sets("measure.corr_steps=[1000]")))
+    assert file_bytes(root) == before
+    assert [p.name for p in root.iterdir()] == [finished_run.name]
+
+
+def _damaged(finished_run: Path, tmp_path: Path, damage) -> tuple[Path, Path]:
+    root = tmp_path / "runs"
+    folder = root / finished_run.name
+    shutil.copytree(finished_run, folder)
+    damage(folder)
+    return root, folder
+
+
+@pytest.mark.parametrize("name,damage", [
+    ("config {}", lambda f: (f / "config.json").write_text("{}")),
+    ("config list", lambda f: (f / "config.json").write_text("[1, 2]")),
+    ("status list", lambda f: (f / "status.json").write_text("[]")),
+    ("metrics wrong table", lambda f: shutil.copy(f / "teacher_nodes.parquet", f / "metrics.parquet")),
+])
+def test_structurally_corrupted_run_folder_is_a_user_error(finished_run, tmp_path, name, damage):
+    root, folder = _damaged(finished_run, tmp_path, damage)
+    before = file_bytes(root)
+    assert_user_error(invoke("show", folder))
+    if name != "metrics wrong table":
+        assert_user_error(invoke("ls", "--out", root))
+    assert_user_error(invoke("run", "--out", root, "--no-figure", *cli_sets()))
+    assert file_bytes(root) == before
+
+
+def test_load_runs_on_structurally_corrupted_config_is_a_user_error(finished_run, tmp_path):
+    from teacherstudent.store import load_runs
+
+    root, _ = _damaged(finished_run, tmp_path, lambda f: (f / "config.json").write_text("[1]"))
+    with pytest.raises(UserError):
+        load_runs(root)
+
+
+def test_checkpoint_with_wrong_content_is_a_user_error_and_touches_nothing(tmp_path):
+    root = tmp_path / "runs"
+    folder = run_experiment(tiny(), root, device="cpu", max_steps=8)
+    torch.save({"sim": {"step": 3}}, folder / "checkpoints" / "latest.pt")
+    before = file_bytes(root)
+    result = invoke("run", "--out", root, "--no-figure", *cli_sets())
+    assert_user_error(result)
+    assert "latest.pt" in result.stderr
+    assert file_bytes(root) == before
+
+
+def test_out_that_is_a_file_is_a_user_error(tmp_path):
+    not_a_dir = tmp_path / "afile"
+    not_a_dir.write_text("keep me")
+    assert_user_error(invoke("run", "--out", not_a_dir, "--no-figure", *cli_sets()))
+    assert not_a_dir.read_text() == "keep me"
+
+
+def test_atomic_writes_give_files_the_umask_permissions(tmp_path):
+    import os
+
+    from teacherstudent.store import write_json
+
+    mask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"a": 1})
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # mkstemp alone gives 0o600: unreadable to others

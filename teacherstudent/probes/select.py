@@ -1,12 +1,14 @@
 """What a lottery probe keeps (docs/science.md §5).
 
 Node level (structured): every hidden student node gets a score, ``[K, n_l]`` per layer,
-and the highest-scoring nodes are kept. ``scope='layer'`` keeps ``count(keep, n_l)`` nodes
-of every layer; ``scope='global'`` keeps ``count(keep, sum_l n_l)`` nodes of all hidden
-layers ranked together (each layer keeps at least one). The ensemble stays stacked, so
-with ``global`` the number kept per layer is the members' mean of their own global
-choice (largest-remainder rounding), and each member keeps its own top nodes per layer;
-with one member this is exactly the global top set.
+and the highest-scoring nodes are kept. ``count(keep, n)`` is ``keep * n`` rounded half
+up (2.5 -> 3, 4.5 -> 5: not Python's ``round``, which rounds half to even), at least 1 and
+at most ``n``. ``scope='layer'`` keeps ``count(keep, n_l)`` nodes of every layer;
+``scope='global'`` keeps ``count(keep, sum_l n_l)`` nodes of all hidden layers ranked
+together (each layer keeps at least one). The ensemble stays stacked, so with ``global``
+the number kept per layer is the members' mean of their own global choice
+(largest-remainder rounding), and each member keeps its own top nodes per layer; with
+one member this is exactly the global top set.
 
 Weight level (unstructured, Frankle & Carbin): a boolean mask per weight matrix (output
 layer included, biases never pruned) keeping the largest ``|W|``, per matrix or over all
@@ -36,7 +38,8 @@ SCOPES = ("layer", "global")
 
 
 def count(keep: float, n: int) -> int:
-    """How many of ``n`` items a keep fraction keeps: ``keep * n`` rounded half up, at least 1."""
+    """How many of ``n`` items a keep fraction keeps: ``keep * n`` rounded half up (0.25 of 10
+    -> 3, where ``round`` would give 2), at least 1, at most ``n``."""
     return max(1, min(n, math.floor(keep * n + 0.5)))
 
 
