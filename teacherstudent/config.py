@@ -575,7 +575,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
     data = load_toml(preset_path(preset)) if preset is not None else {}
     if path is not None:
-        data = _merge(data, load_toml(path))
+        own = load_toml(path)
+        base = own.pop("preset", None)  # a config file may start from a preset: preset = "NAME"
+        if base is not None:
+            if not isinstance(base, str):
+                raise UserError(f"config file {path}: preset must be a preset's name (teacherstudent preset list)")
+            data = _merge(data, load_toml(preset_path(base)))
+        data = _merge(data, own)
     return build_config(apply_overrides(data, list(overrides or [])))
 
 

@@ -154,3 +154,30 @@ def test_teacher_seeds_need_one_per_member_and_plain_labels():
         tiny(teacher__seeds=[1, 2, 3])
     with pytest.raises(UserError, match="teacher.seed does nothing"):
         tiny(teacher__seeds=[1, 2], teacher__seed=5)
+
+
+def test_a_config_file_may_start_from_a_preset(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('preset = "specialization-2020-two-layer"\n\n[student]\nmultiplier = 5\n')
+    cfg = load_config(path, ["training.epochs=2"])
+    ref = load_config(preset="specialization-2020-two-layer", overrides=["student.multiplier=5", "training.epochs=2"])
+    assert cfg == ref
+    path.write_text('preset = "nope"\n')
+    from teacherstudent.errors import UserError
+
+    with pytest.raises(UserError, match="unknown preset 'nope'; known: luckmatters-2019-deep"):
+        load_config(path)
+
+
+def test_preset_cli_lists_shows_and_runs(tmp_path):
+    from conftest import invoke
+
+    listed = invoke("preset", "list")
+    assert listed.exit_code == 0 and "specialization-2020-two-layer" in listed.stdout
+    shown = invoke("preset", "show", "luckmatters-2019-matrix")
+    assert shown.exit_code == 0 and "Claim:" in shown.stdout and "renorm" in shown.stdout
+    r = invoke("run", "--preset", "luckmatters-2019-matrix", "--set", "training.steps=40", "--set", "inputs.eval_samples=256",
+               "--out", str(tmp_path), "--no-figure")
+    assert r.exit_code == 0, r.stderr
+    bad = invoke("run", "--preset", "nope", "--out", str(tmp_path))
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1 and "unknown preset" in bad.stderr
