@@ -34,8 +34,8 @@ def tables(runs: dict[str, Path]) -> dict[str, pd.DataFrame]:
         s = read_table(folder, "student_nodes")
         first, last = s[s.step == s.step.min()], s[s.step == s.step.max()]
         keys = ["member", "layer", "student_node"]
-        df = first[keys + ["fanout_norm"]].merge(last[keys + ["fanout_norm", "best_corr"]], on=keys,
-                                                 suffixes=("_init", "_final"))
+        final = last[keys + ["fanout_norm", "best_corr"]].rename(columns={"best_corr": "best_corr_final"})
+        df = first[keys + ["fanout_norm"]].merge(final, on=keys, suffixes=("_init", "_final"))
         df["arm"] = arm
         df["group"] = ["lucky" if j < lucky else "other" for j in df.student_node]
         frames.append(df)
