@@ -164,7 +164,7 @@ def read_table_file(path: Path, table: str | None = None, hint: str | None = Non
     """A parquet table of a run folder, checked: present, readable, holding ``table``'s columns
     (``TABLE_COLUMNS``). Anything else is a one-line ``UserError`` naming the file and what to do."""
     table = table or path.stem
-    hint = hint or REPAIR_HINT.format(root=path.parent.parent)
+    hint = REPAIR_HINT.format(root=path.parent.parent) if hint is None else hint
     if not path.exists():
         raise UserError(f"{path} is missing; {hint}")
     try:
@@ -186,7 +186,7 @@ def read_table_file(path: Path, table: str | None = None, hint: str | None = Non
 def read_corr(path: Path, hint: str | None = None) -> dict[str, np.ndarray]:
     """``corr.npz`` of a finished run, checked: readable, ``members`` plus ``step_<s>_layer_<l>`` arrays
     of shape ``[K, m, n]``."""
-    hint = hint or REPAIR_HINT.format(root=path.parent.parent)
+    hint = REPAIR_HINT.format(root=path.parent.parent) if hint is None else hint
     if not path.exists():
         raise UserError(f"{path} is missing; {hint}")
     try:
