@@ -36,8 +36,9 @@ def _out_of_memory(err: BaseException) -> bool:
         return True
     name = type(err).__name__
     text = str(err).splitlines()[0] if str(err) else ""
-    return name == "OutOfMemoryError" or (isinstance(err, RuntimeError) and
-                                          ("not enough memory" in text or "out of memory" in text.lower()))
+    low = text.lower()
+    return name == "OutOfMemoryError" or (isinstance(err, RuntimeError) and any(
+        w in low for w in ("not enough memory", "out of memory", "can't allocate memory", "cannot allocate memory")))
 
 
 def os_error_line(err: OSError) -> str:
@@ -65,7 +66,7 @@ def user_errors(fn):
                 print_error(str(err))
                 raise typer.Exit(2) from None
             if _out_of_memory(err):
-                first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+                first = " ".join(str(err).split())[-160:] if str(err) else type(err).__name__
                 print_error(f"out of memory ({first}); shrink the sizes you asked for "
                             "(widths, student.multiplier, samples, seeds) or check with `teacherstudent run --dry-run`")
                 raise typer.Exit(2) from None

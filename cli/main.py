@@ -78,6 +78,10 @@ def run(
     if dry_run:
         _dry_run(cfg, out, device)
         return
+    if not (run_status(out / cfg.run_id).get("state") == "finished" and not force):
+        from teacherstudent.resources import check
+
+        check(cfg, pick_device(device))  # a run that cannot fit: one line before the progress bar
     folder = out / cfg.run_id
     if run_status(folder).get("state") == "finished" and not force:
         console.print(f"{folder} already finished; showing its results (use --force to train again).")
