@@ -26,7 +26,9 @@ PROG = "teacherstudent"
 
 
 def print_error(message: str) -> None:
-    """One line on stderr: ``error: message`` (no markup, no wrapping)."""
+    """One line on stderr: ``error: message`` (no markup, no wrapping; a newline inside the message,
+    e.g. from a --set key that holds one, is shown as ``\\n``)."""
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
 
 

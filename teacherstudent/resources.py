@@ -129,3 +129,22 @@ def check(cfg, device=None, memory_budget: float = DEFAULT_BUDGET, limit: int | 
 def describe(est: Estimate) -> str:
     """One line per part, largest first, for ``run --dry-run``."""
     return "\n".join(f"  {k}: {gib(v)}" for k, v in sorted(est.parts.items(), key=lambda kv: -kv[1]))
+
+
+def check_teacher(cfg, samples: int | None = None, limit: int | None = None) -> int:
+    """For ``teacher inspect``: the bytes its teacher, reference and evaluation inputs need (refused like ``check``)."""
+    from .inputs import INPUTS
+
+    t, i = cfg.teacher, cfg.inputs
+    factor = i.wide_factor if i.labels == "wide_teacher" else 1
+    tw = [w * factor for w in t.widths]
+    d = INPUTS[i.kind].dim(i, t.d)
+    n = samples or i.eval_samples
+    dims = [d, *tw, t.outputs]
+    need = 8 * (sum(a * b + b for a, b in zip(dims[:-1], dims[1:])) + (t.reference_samples + n) * (d + 3 * max(tw))
+                + n * max(tw) * 2)
+    have, where = (limit, "the given limit") if limit is not None else available(None)
+    if need > have:
+        raise UserError(f"inspecting the teacher of {cfg.run_id} needs about {gib(need)} of memory but {gib(have)} is "
+                        f"available ({where}); shrink teacher.widths or --samples")
+    return need
