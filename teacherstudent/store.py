@@ -190,7 +190,7 @@ def read_corr(path: Path, hint: str | None = None) -> dict[str, np.ndarray]:
     if not path.exists():
         raise UserError(f"{path} is missing; {hint}")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:  # our handle: closed even when np.load fails
             arrays = {k: z[k] for k in z.files}  # reading every array checks every CRC
     except Exception as err:
         raise UserError(f"{path} is corrupted (not a readable .npz file: {type(err).__name__}); {hint}") from None
@@ -408,7 +408,7 @@ class RunFolder:
                 if kind == "metrics":
                     out[step] = pd.read_parquet(path)
                 else:
-                    with np.load(path) as z:
+                    with open(path, "rb") as fh, np.load(fh) as z:
                         out[step] = {k: z[k] for k in z.files}
             except Exception as err:
                 raise UserError(f"{path} is corrupted ({type(err).__name__}); delete {self.latest} and run again "

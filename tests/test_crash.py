@@ -170,7 +170,7 @@ def parent_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("kind,kills", [("run", 5), ("probe", 3), ("experiment", 3)])
+@pytest.mark.parametrize("kind,kills", [("run", 4), ("probe", 3), ("experiment", 3)])
 def test_sigkill_at_random_points_resumes_bit_identical(tmp_path, parent_root, kind, kills):
     kills = kills * 4 if LONG else kills
     expdir = tmp_path / "exp"
@@ -217,6 +217,48 @@ def test_temp_files_of_a_dead_writer_go_when_the_run_is_opened_again(tmp_path):
         p.write_bytes(b"half")
     run_experiment(cfg, tmp_path, device="cpu")
     assert not list(tmp_path.rglob(TEMP_GLOB))
+
+
+def test_disk_full_mid_run_is_one_line_exit_1_and_the_same_command_resumes(tmp_path, monkeypatch):
+    """A write that fails with ENOSPC: one line naming the file, exit 1, status ``interrupted``; once the
+    disk has room again the same command finishes the run, bit-identical to an uninterrupted one."""
+    import errno
+    import json
+
+    from typer.testing import CliRunner
+
+    import teacherstudent.store as store
+    from teacherstudent.simulate import run_experiment
+    from teacherstudent_cli.main import app
+
+    from conftest import tiny_overrides
+
+    args = ["run", "--out", tmp_path / "runs", "--device", "cpu", "--no-figure",
+            *[a for s in tiny_overrides(*CFG) for a in ("--set", s)]]
+    real, calls = os.fsync, {"n": 0}
+
+    def full_after_ten(fd):  # every atomic write ends in fsync: from the 11th on the disk is full
+        calls["n"] += 1
+        if calls["n"] > 10:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(store.os, "fsync", full_after_ten)
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert res.exit_code == 1, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "No space left on device" in lines[0], res.stderr
+    import re
+
+    assert re.search(r"cannot write \S+ \([\d.]+ (bytes|KiB|MiB)\)", lines[0]) and "run the same command again" in lines[0]
+    folder = tmp_path / "runs" / tiny(*CFG).run_id
+    assert json.loads((folder / "status.json").read_text())["state"] == "interrupted"
+    monkeypatch.setattr(store.os, "fsync", real)  # space freed
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0, res.output
+    assert not list(folder.rglob(TEMP_GLOB))
+    ref = run_experiment(tiny(*CFG), tmp_path / "ref", device="cpu")
+    assert_same_results(ref.parent, folder.parent)
 
 
 def test_zz_report_kills():
