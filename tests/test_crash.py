@@ -170,7 +170,7 @@ def parent_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("kind,kills", [("run", 4), ("probe", 3), ("experiment", 3)])
+@pytest.mark.parametrize("kind,kills", [("run", 4), ("probe", 2), ("experiment", 2)])
 def test_sigkill_at_random_points_resumes_bit_identical(tmp_path, parent_root, kind, kills):
     kills = kills * 4 if LONG else kills
     expdir = tmp_path / "exp"
@@ -200,7 +200,7 @@ def test_sigkill_at_random_points_resumes_bit_identical(tmp_path, parent_root, k
         killed += rc == -signal.SIGKILL
     while launch(kind, crashed, expdir) != 0:  # the same command resumes (finishes) the run
         pass
-    assert killed >= 2, "the kill points must actually kill"
+    assert killed >= max(1, kills - 1), "the kill points must actually kill"
     assert not list(crashed.rglob(TEMP_GLOB)), sorted(map(str, crashed.rglob(TEMP_GLOB)))
     assert_same_results(ref, crashed)
     KILLS[kind] += killed

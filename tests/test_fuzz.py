@@ -135,7 +135,7 @@ TOKENS = st.one_of(st.sampled_from(["0", "-1", "abc", "1e9", "", "nan", "9999999
                    st.text(max_size=10))
 
 
-@examples(40)
+@examples(25)
 @given(st.lists(st.one_of(st.tuples(st.just("--set"), st.one_of(st.sampled_from(BIG), st.builds(
     lambda k, v: f"{k}={v}", KEYS, VALUES))), st.tuples(st.sampled_from(["--seeds", "--threads", "--device", "--out"]),
                                                         TOKENS)), max_size=3),
