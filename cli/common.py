@@ -26,12 +26,35 @@ PROG = "teacherstudent"
 
 
 def print_error(message: str) -> None:
-    """One line on stderr: ``error: message`` (no markup, no wrapping)."""
+    """One line on stderr: ``error: message`` (no markup, no wrapping; a newline inside the message,
+    e.g. from a --set key that holds one, is shown as ``\\n``)."""
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    """An allocator failure (host or device) that the up-front estimate did not foresee."""
+    if isinstance(err, MemoryError):
+        return True
+    name = type(err).__name__
+    text = str(err).splitlines()[0] if str(err) else ""
+    low = text.lower()
+    return name == "OutOfMemoryError" or (isinstance(err, RuntimeError) and any(
+        w in low for w in ("not enough memory", "out of memory", "can't allocate memory", "cannot allocate memory")))
+
+
+def os_error_line(err: OSError) -> str:
+    """``strerror: filename`` (our own OSErrors carry the whole message in ``strerror``)."""
+    reason = err.strerror or str(err) or type(err).__name__
+    if err.filename and str(err.filename) not in reason:
+        reason = f"{reason}: {err.filename}"
+    return reason
+
+
 def user_errors(fn):
-    """Print a UserError as one line on stderr and exit 2 (no traceback)."""
+    """Print a UserError as one line on stderr and exit 2 (no traceback); an allocation that fails
+    likewise (exit 2: the input asked for too much); an OSError (disk full, permissions) as one
+    line and exit 1."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -41,10 +64,18 @@ def user_errors(fn):
             # raised, it has imported the library already, so this costs nothing.
             from teacherstudent.errors import UserError
 
-            if not isinstance(err, UserError):
-                raise
-            print_error(str(err))
-            raise typer.Exit(2) from None
+            if isinstance(err, UserError):
+                print_error(str(err))
+                raise typer.Exit(2) from None
+            if _out_of_memory(err):
+                first = " ".join(str(err).split())[-160:] if str(err) else type(err).__name__
+                print_error(f"out of memory ({first}); shrink the sizes you asked for "
+                            "(widths, student.multiplier, samples, seeds) or check with `teacherstudent run --dry-run`")
+                raise typer.Exit(2) from None
+            if isinstance(err, OSError):
+                print_error(os_error_line(err))
+                raise typer.Exit(1) from None
+            raise
     return wrapper
 
 

@@ -65,6 +65,7 @@ def run(
     figure: bool = typer.Option(True, "--figure/--no-figure", help="Write best_corr.png into the run folder."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice, fewer when the machine is busy)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Start from a paper's setting (teacherstudent preset list); a config file and --set apply on top."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the run id, step count and memory estimate; train and write nothing."),
 ) -> None:
     """Train an ensemble of students on a teacher and track node alignment."""
     from teacherstudent.config import load_config, parse_seeds
@@ -76,6 +77,13 @@ def run(
         overrides.append(f"student.seeds=[{','.join(map(str, parse_seeds(seeds)))}]")
     cfg = load_config(config, overrides, preset=preset)
     pick_device(device)
+    if dry_run:
+        _dry_run(cfg, out, device)
+        return
+    if not (run_status(out / cfg.run_id).get("state") == "finished" and not force):
+        from teacherstudent.resources import check
+
+        check(cfg, pick_device(device))  # a run that cannot fit: one line before the progress bar
     folder = out / cfg.run_id
     if run_status(folder).get("state") == "finished" and not force:
         console.print(f"{folder} already finished; showing its results (use --force to train again).")
@@ -105,6 +113,59 @@ def run(
 
         console.print(f"figure:  {plot_best_corr(folder)}")
     console.print(f"results: {folder}")
+
+
+def _dry_run(cfg, out: Path, device: str) -> None:
+    from teacherstudent.errors import UserError
+    from teacherstudent.resources import describe, gib
+    from teacherstudent.simulate import RunOptions, dry_run
+
+    d = dry_run(cfg, RunOptions(out=out, device=device))
+    est = d["estimate"]
+    console.print(f"run:     {d['folder']} (state: {d['state']})", markup=False, highlight=False)
+    console.print(f"steps:   {d['steps']} ({d['epochs']:g} epochs of {cfg.steps_per_epoch} steps), "
+                  f"{d['events']} measurement/checkpoint steps, {len(cfg.student.seeds)} students on {d['device']}",
+                  markup=False, highlight=False)
+    console.print(f"memory:  about {gib(est.total)} estimated; {gib(d['available'])} available "
+                  f"({d['available_from']})\n{describe(est)}", markup=False, highlight=False)
+    if not d["fits"]:
+        raise UserError(f"{cfg.run_id} needs about {gib(est.total)} but {gib(d['available'])} is available; "
+                        "it would be refused")
+    console.print("dry run: nothing trained, nothing written", markup=False, highlight=False)
+
+
+@app.command()
+@user_errors
+def verify(root: Path = typer.Argument(Path("runs"), help="Folder that holds the run folders."),
+           repair: bool = typer.Option(False, "--repair", help="Recompute what can be recomputed: resume from the last good checkpoint or train again."),
+           device: str = typer.Option("cpu", "--device", help="Device for --repair (cpu keeps results bit-identical)."),
+           ) -> None:
+    """Check every run folder (files present, readable, schemas, checkpoints, config hash); --repair fixes what it can."""
+    from teacherstudent.simulate import pick_device
+    from teacherstudent.verify import verify as verify_runs
+
+    if repair:
+        pick_device(device)
+    counts = {"ok": 0, "damaged": 0, "repaired": 0, "cannot": 0}
+
+    def on_run(rc) -> None:
+        if not rc.problems and not rc.repaired:
+            counts["ok"] += 1
+            console.print(f"ok       {rc.folder.name} ({rc.state})", markup=False, highlight=False)
+            return
+        if rc.repaired:
+            counts["repaired"] += 1
+            console.print(f"repaired {rc.folder.name}: {rc.repaired}", markup=False, highlight=False)
+        if rc.problems:
+            counts["cannot" if rc.action == "cannot" or repair else "damaged"] += 1
+            label = "cannot" if rc.action == "cannot" or repair else "damaged"
+            fix = rc.why if rc.action == "cannot" else f"--repair: {rc.why}"
+            console.print(f"{label:<8} {rc.folder.name}: {'; '.join(rc.problems)} [{fix}]", markup=False, highlight=False)
+
+    verify_runs(root, repair=repair, device=device, on_run=on_run)
+    console.print(", ".join(f"{v} {k}" for k, v in counts.items()), markup=False, highlight=False)
+    if counts["damaged"] or counts["cannot"]:
+        raise typer.Exit(2)
 
 
 @app.command()

@@ -27,6 +27,7 @@ from .registry import check_name
 from .train import LOSSES, OPTIMIZER_FIELDS, OPTIMIZERS, SCHEDULE_FIELDS, SCHEDULES
 
 MAX_STEPS = 2**31 - 1  # first-pass steps are kept as int32 (results.py)
+MAX_MEMBERS = 1 << 20  # --seeds ranges: a typo like 1-100000000 is refused before building the list
 
 
 # Seeds: non-negative 64-bit integers; every stream derives from one with all its bits (seeds.py).
@@ -189,11 +190,30 @@ class StudentConfig(_Section):
                                                "(one value, or one per layer) start at the teacher's weights plus noise")
     lucky_noise: float = Field(0.0, ge=0, description="std of the Gaussian noise added to every lucky weight and bias")
 
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_list(cls, v: Any) -> Any:
+        # one clear error per kind of bad value, instead of pydantic's two (item + length)
+        if isinstance(v, bool) or isinstance(v, (int, float, str)):
+            raise ValueError(f"student.seeds is a list of seeds, one ensemble member each: write [{v}] for one "
+                             "member, or e.g. [0, 1, 2, 3] (--seeds 0-3)" if isinstance(v, int) and not isinstance(v, bool)
+                             else f"student.seeds is a list of non-negative integers, e.g. [0, 1, 2, 3], got {v!r}")
+        if isinstance(v, (list, tuple)):
+            if not v:
+                raise ValueError("student.seeds is empty: an ensemble needs at least one member, e.g. [0]")
+            bad = [(i, x) for i, x in enumerate(v) if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < 2**64]
+            if bad:
+                i, x = bad[0]
+                raise ValueError(f"student.seeds.{i}: a seed is a non-negative 64-bit integer, got {x!r}")
+        return v
+
     @field_validator("seeds")
     @classmethod
     def _distinct(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         if len(set(v)) != len(v):
-            raise ValueError(f"seeds must be distinct, got {list(v)}")
+            twice = sorted({s for s in v if v.count(s) > 1})
+            raise ValueError(f"student.seeds must be distinct (each seed is one ensemble member; two equal seeds "
+                             f"would train the same student twice), got {twice[0]} twice in {list(v)}")
         return v
 
     @model_validator(mode="after")
@@ -595,6 +615,9 @@ def parse_seeds(text: str) -> tuple[int, ...]:
                 a, b = int(lo), int(hi)
                 if b < a:
                     raise ValueError
+                if b - a >= MAX_MEMBERS:
+                    raise UserError(f"bad --seeds {text!r}: {b - a + 1} students is more than {MAX_MEMBERS}; "
+                                    "train fewer members")
                 seeds.extend(range(a, b + 1))
             else:
                 seeds.append(int(lo))

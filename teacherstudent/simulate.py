@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from . import __version__
+from . import __version__, resources
 from .build import build
 from .callbacks import KeepWeights, ResumePoint, StopAt, StopDiverged
 from .config import ExperimentConfig
@@ -28,7 +28,7 @@ from .runtime import provenance
 from .steppers import DEFAULT_MEMORY_BUDGET
 from .store import RunFolder
 
-__all__ = ["RunOptions", "Simulation", "pick_device", "run", "run_experiment"]
+__all__ = ["RunOptions", "Simulation", "dry_run", "pick_device", "run", "run_experiment"]
 
 def Simulation(cfg: ExperimentConfig, device: torch.device, ensemble: Ensemble | None = None,
                memory_budget: float = DEFAULT_MEMORY_BUDGET) -> Trainer:
@@ -68,8 +68,10 @@ def run(cfg: ExperimentConfig, opts: RunOptions = RunOptions(),
     dev = pick_device(opts.device)
     folder = RunFolder(opts.out, cfg)
     if folder.finished and not opts.force:
+        folder.remove_temp_files()  # a writer that died after the run finished (a probe annotating it)
         return folder.path
     folder.check_config()
+    resources.check(cfg, dev, opts.memory_budget)  # before anything is allocated
     # everything that can refuse the config or the folder's checkpoint runs before the first write
     ens = init_ensemble(dev, getattr(torch, cfg.training.dtype)) if init_ensemble else None
     tr = Trainer(build(cfg, dev, ensemble=ens), opts.memory_budget)
@@ -85,24 +87,62 @@ def run(cfg: ExperimentConfig, opts: RunOptions = RunOptions(),
             ResumePoint.restore(tr, resume.callbacks, st)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
             raise _bad_checkpoint(folder, err) from None
-    folder.begin(meta(cfg, dev, tr, opts.command), tr.step, tr.total_steps, opts.force)
-    t0 = time.perf_counter()
-    on_step = (lambda s: opts.on_progress(s, tr.total_steps)) if opts.on_progress else None
     try:
-        run_loop(tr, callbacks, on_step)
-    except (KeyboardInterrupt, StopRun) as stop:
-        folder.mark("interrupted", resume.saved, tr.total_steps)
-        if isinstance(stop, StopRun):
-            return folder.path
-        raise
-    folder.save_weights("final", tr.step, tr.weights())
-    recorder.finish(tr)
-    first_bad = tr.first_bad.cpu().tolist()
-    members = [{"member": s, "status": "diverged" if fb >= 0 else "ok",
-                **({"reason": f"non-finite training loss at step {fb} (epoch {fb // tr.steps_per_epoch}); stopped there"}
-                   if fb >= 0 else {})} for s, fb in zip(cfg.student.seeds, first_bad)]
-    folder.mark("finished", tr.step, tr.total_steps, seconds=round(time.perf_counter() - t0, 3), members=members)
+        folder.begin(meta(cfg, dev, tr, opts.command), tr.step, tr.total_steps, opts.force)
+        t0 = time.perf_counter()
+        on_step = (lambda s: opts.on_progress(s, tr.total_steps)) if opts.on_progress else None
+        try:
+            run_loop(tr, callbacks, on_step)
+        except (KeyboardInterrupt, StopRun) as stop:
+            folder.mark("interrupted", resume.saved, tr.total_steps)
+            if isinstance(stop, StopRun):
+                return folder.path
+            raise
+        folder.save_weights("final", tr.step, tr.weights())
+        recorder.finish(tr)
+        first_bad = tr.first_bad.cpu().tolist()
+        members = [{"member": s, "status": "diverged" if fb >= 0 else "ok",
+                    **({"reason": f"non-finite training loss at step {fb} (epoch {fb // tr.steps_per_epoch}); stopped there"}
+                       if fb >= 0 else {})} for s, fb in zip(cfg.student.seeds, first_bad)]
+        folder.mark("finished", tr.step, tr.total_steps, seconds=round(time.perf_counter() - t0, 3), members=members)
+    except OSError as err:  # disk full, read-only folder, ...: the resume point stays; the same command resumes
+        raise _interrupted_by(folder, err, resume.saved, tr.total_steps) from None
     return folder.path
+
+
+def _interrupted_by(folder: RunFolder, err: OSError, step: int, total: int) -> OSError:
+    """Leave ``status.json`` at ``interrupted`` (in place if a new file cannot be written) and return
+    the one-line ``OSError`` to raise: what failed, and that the same command resumes."""
+    import json
+
+    status = {"state": "interrupted", "step": step, "total_steps": total}
+    try:
+        folder.mark("interrupted", step, total)
+    except OSError:
+        path = folder.path / "status.json"
+        try:  # rewrite the existing file in place: no new blocks or inodes needed for a few bytes
+            with open(path, "r+b") as f:
+                f.write((json.dumps(status, sort_keys=True) + "\n").encode())
+                f.truncate()
+        except OSError:
+            pass
+    reason = err.strerror or str(err)
+    if err.filename and str(err.filename) not in reason:
+        reason = f"{reason}: {err.filename}"
+    return OSError(err.errno, f"{reason}; {folder.path} is left interrupted at step {step} of {total}: "
+                              "fix the cause (free some space) and run the same command again to resume")
+
+
+def dry_run(cfg: ExperimentConfig, opts: RunOptions = RunOptions()) -> dict:
+    """What ``run`` would do, without training or writing: the folder, its state, the step and event
+    counts, the memory estimate by part and the memory available (``fits``)."""
+    dev = pick_device(opts.device)
+    est = resources.estimate(cfg, opts.memory_budget)
+    have, where = resources.available(dev)
+    folder = RunFolder(opts.out, cfg)
+    return {"run": cfg.run_id, "folder": folder.path, "state": folder.status.get("state"), "device": str(dev),
+            "steps": est.steps, "epochs": est.steps / cfg.steps_per_epoch, "events": est.events, "estimate": est,
+            "available": have, "available_from": where, "fits": est.total <= have}
 
 
 def _bad_checkpoint(folder: RunFolder, err: Exception) -> UserError:

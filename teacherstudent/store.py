@@ -11,6 +11,7 @@ skip when finished, refuse another config or version, resume, status, parts.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -25,6 +26,22 @@ import torch
 from .errors import UserError
 
 TABLES = ("metrics", "teacher_nodes", "student_nodes")
+# The columns every reader relies on (results.py writes more: step_corr_<t>, probe columns).
+TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "metrics": ("run", "member", "step", "epoch", "split", "layer", "metric", "value"),
+    "teacher_nodes": ("run", "member", "layer", "teacher_node", "winner", "init_rank_pct", "init_corr", "final_corr",
+                      "match_count", "teacher_fanout_norm"),
+    "student_nodes": ("run", "member", "layer", "student_node", "step", "best_corr", "best_teacher", "fanout_norm"),
+}
+REPAIR_HINT = "run `teacherstudent verify {root} --repair` to recompute it (or delete the run folder and run again)"
+TEMP_GLOB = ".*.tmp"  # atomic_write_bytes' temporary files
+CRASH_ENV = "TEACHERSTUDENT_CRASH_AT_WRITE"  # tests/test_crash.py: SIGKILL inside the N-th atomic write
+_writes = 0
+
+
+class DamagedRunWarning(UserError, UserWarning):
+    """``load_runs`` skipped a damaged run. Also a ``UserError``: where warnings are turned into
+    errors (``-W error``) it reads like the ``strict=True`` error."""
 
 
 def _umask() -> int:
@@ -33,20 +50,56 @@ def _umask() -> int:
     return mask
 
 
+def _human(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _crash_point(data: bytes, f) -> None:
+    """Test hook (``TEACHERSTUDENT_CRASH_AT_WRITE=N``): at the N-th atomic write of this process,
+    write half of the data to the temporary file and SIGKILL the process, as a power cut would."""
+    global _writes
+    at = os.environ.get(CRASH_ENV)
+    if not at:
+        return
+    _writes += 1
+    if _writes == int(at):
+        import signal
+
+        f.write(data[: len(data) // 2])
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write to a temporary file in the same folder, then rename over ``path``.
+
+    An ``OSError`` (disk full, read-only folder, ...) comes out as an ``OSError`` whose message
+    names the file and how many bytes it needed; the temporary file is gone.
+    """
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         if hasattr(os, "fchmod"):
             os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0o600 files; results should read like any other file
         with os.fdopen(fd, "wb") as f:
+            _crash_point(data, f)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not getattr(err, "_teacherstudent", False):
+            new = OSError(err.errno, f"cannot write {path} ({_human(len(data))}): {err.strerror or err}")
+            new._teacherstudent = True  # type: ignore[attr-defined]
+            raise new from None
         raise
 
 
@@ -107,6 +160,50 @@ def read_config(folder: Path) -> dict[str, Any]:
         raise UserError(f"{path} is corrupted ({err}); delete the run folder and run again") from None
 
 
+def read_table_file(path: Path, table: str | None = None, hint: str | None = None) -> pd.DataFrame:
+    """A parquet table of a run folder, checked: present, readable, holding ``table``'s columns
+    (``TABLE_COLUMNS``). Anything else is a one-line ``UserError`` naming the file and what to do."""
+    table = table or path.stem
+    hint = REPAIR_HINT.format(root=path.parent.parent) if hint is None else hint
+    if not path.exists():
+        raise UserError(f"{path} is missing; {hint}")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises many types for a damaged file
+        raise UserError(f"{path} is corrupted (not a readable parquet file: {type(err).__name__}); {hint}") from None
+    missing = [c for c in TABLE_COLUMNS.get(table, ()) if c not in df.columns]
+    if missing:
+        raise UserError(f"{path} is corrupted (wrong schema: no column {', '.join(missing)}); {hint}")
+    text = [c for c in TABLE_COLUMNS.get(table, ()) if c in ("run", "split", "metric")]
+    wrong = [c for c in TABLE_COLUMNS.get(table, ()) if c not in text and not pd.api.types.is_numeric_dtype(df[c])]
+    if wrong:
+        raise UserError(f"{path} is corrupted (wrong schema: column {', '.join(wrong)} is not numeric); {hint}")
+    if table in TABLE_COLUMNS and df.empty:
+        raise UserError(f"{path} is corrupted (no rows); {hint}")
+    return df
+
+
+def read_corr(path: Path, hint: str | None = None) -> dict[str, np.ndarray]:
+    """``corr.npz`` of a finished run, checked: readable, ``members`` plus ``step_<s>_layer_<l>`` arrays
+    of shape ``[K, m, n]``."""
+    hint = REPAIR_HINT.format(root=path.parent.parent) if hint is None else hint
+    if not path.exists():
+        raise UserError(f"{path} is missing; {hint}")
+    try:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:  # our handle: closed even when np.load fails
+            arrays = {k: z[k] for k in z.files}  # reading every array checks every CRC
+    except Exception as err:
+        raise UserError(f"{path} is corrupted (not a readable .npz file: {type(err).__name__}); {hint}") from None
+    steps = [k for k in arrays if k.startswith("step_")]
+    bad = [k for k in steps if len(k.split("_")) != 4 or not k.split("_")[1].isdigit() or arrays[k].ndim != 3]
+    if "members" not in arrays or not steps or bad:
+        raise UserError(f"{path} is corrupted (wrong schema: expected members and step_<s>_layer_<l> arrays [K, m, n]); {hint}")
+    K = len(arrays["members"])
+    if any(arrays[k].shape[0] != K for k in steps):
+        raise UserError(f"{path} is corrupted (wrong schema: arrays for another number of members than {K}); {hint}")
+    return arrays
+
+
 def load_torch(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
@@ -161,27 +258,36 @@ def flat_config(folder: Path) -> dict[str, Any]:
     return out
 
 
-def load_runs(root: str | Path = "runs", table: str = "metrics", config: bool = True) -> pd.DataFrame:
+def load_runs(root: str | Path = "runs", table: str = "metrics", config: bool = True,
+              strict: bool = False) -> pd.DataFrame:
     """One DataFrame of ``table`` across every finished run under ``root``.
 
     ``table`` is one of ``metrics``, ``teacher_nodes``, ``student_nodes``; with ``config``
     every row also carries the run's config flattened into columns (``student.multiplier``, ...).
+    A damaged run (its table truncated, garbage, of the wrong schema, or its config.json or
+    status.json damaged) is skipped with a ``DamagedRunWarning`` (a ``UserWarning``) naming the file; with ``strict``
+    it is a ``UserError`` instead. Unfinished runs are left out.
     """
+    import warnings
+
     if table not in TABLES:
         raise UserError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
     frames = []
     for folder in list_runs(root):
         path = folder / f"{table}.parquet"
-        if not path.exists():
-            continue
         try:
-            df = pd.read_parquet(path)
-        except Exception as err:
-            raise UserError(f"{path} is corrupted ({type(err).__name__}); delete the run folder and run again") from None
-        if config:
-            for k, v in flat_config(folder).items():
-                if k not in df.columns:
-                    df[k] = v
+            if run_status(folder).get("state") != "finished":
+                continue
+            df = read_table_file(path, table, REPAIR_HINT.format(root=Path(root)))
+            if config:
+                for k, v in flat_config(folder).items():
+                    if k not in df.columns:
+                        df[k] = v
+        except UserError as err:
+            if strict:
+                raise
+            warnings.warn(DamagedRunWarning(f"load_runs skips {folder.name}: {err}"), stacklevel=2)
+            continue
         frames.append(df)
     if not frames:
         return pd.DataFrame()
@@ -253,10 +359,21 @@ class RunFolder:
             raise UserError(f"cannot create the run folder {self.path} ({err.strerror}); pass a writable folder with --out") from None
         if force:  # starting again: the old run's resume point goes before meta.json names this version
             self.latest.unlink(missing_ok=True)
+        self.remove_temp_files()
         self.drop_parts(after=step if step > 0 else -1)
         write_json(self.path / "config.json", self.cfg.model_dump(mode="json"))
         write_json(self.path / "meta.json", meta)
         self.mark("running", step, total_steps)
+
+    def remove_temp_files(self) -> list[Path]:
+        """Remove the temporary files (``.<name>.XXXX.tmp``) a writer that died left in the folder."""
+        gone = []
+        if self.path.is_dir():
+            for p in self.path.rglob(TEMP_GLOB):
+                if p.is_file():
+                    p.unlink(missing_ok=True)
+                    gone.append(p)
+        return gone
 
     def mark(self, state: str, step: int, total_steps: int, **extra: Any) -> None:
         write_json(self.path / "status.json", {"state": state, "step": step, "total_steps": total_steps, **extra})
@@ -291,7 +408,7 @@ class RunFolder:
                 if kind == "metrics":
                     out[step] = pd.read_parquet(path)
                 else:
-                    with np.load(path) as z:
+                    with open(path, "rb") as fh, np.load(fh) as z:
                         out[step] = {k: z[k] for k in z.files}
             except Exception as err:
                 raise UserError(f"{path} is corrupted ({type(err).__name__}); delete {self.latest} and run again "

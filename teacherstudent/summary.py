@@ -7,25 +7,22 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UserError
-from .store import read_config, run_status
+from .store import TABLE_COLUMNS, read_config, read_table_file, run_status
 
-COLUMNS = {"metrics": ("run", "member", "step", "epoch", "split", "layer", "metric", "value")}
+COLUMNS = TABLE_COLUMNS
 LAYER_METRICS = ["best_corr_mean", "best_corr_min", "recovered_frac", "covered_frac", "match_count_mean"]
 
 
 def read_table(folder: Path, table: str) -> pd.DataFrame:
+    """``<table>.parquet`` of a run, checked (present, readable, its columns, rows); else one ``UserError``
+    that names the file and what to do."""
     path = folder / f"{table}.parquet"
     if not path.exists():
         state = run_status(folder).get("state")
+        if state == "finished":  # a finished run lost a file: not something `run` would redo
+            return read_table_file(path, table)
         raise UserError(f"{folder} has no {table}.parquet (run state: {state}); finish it with `teacherstudent run` first")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as err:
-        raise UserError(f"{path} is corrupted ({type(err).__name__}); delete the run folder and run again") from None
-    missing = [c for c in COLUMNS.get(table, ()) if c not in df.columns]
-    if missing:
-        raise UserError(f"{path} is corrupted (no column {', '.join(missing)}); delete the run folder and run again")
-    return df
+    return read_table_file(path, table)
 
 
 def layer_summary(folder: Path) -> pd.DataFrame:

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..store import read_json
+from ..errors import UserError
+from ..store import REPAIR_HINT, read_json
 from ..summary import read_table
 
 
@@ -34,6 +35,11 @@ def lucky(parent: Path, seeds: tuple[int, ...], widths: list[int]) -> tuple[list
     masks, winners = [], []
     for l, n in enumerate(widths):
         t = tn[tn.layer == l].sort_values(["member", "teacher_node"])
+        if (t.empty or not t.member.isin(idx).all() or (t.teacher_node < 0).any()
+                or not t.winner.between(0, n - 1).all() or t.duplicated(["member", "teacher_node"]).any()):
+            path = parent / "teacher_nodes.parquet"
+            raise UserError(f"{path} is corrupted (its layer {l} rows do not fit the run's config); "
+                            + REPAIR_HINT.format(root=parent.parent))
         w = torch.zeros(len(seeds), t.teacher_node.max() + 1, dtype=torch.long)
         rows = torch.tensor(t.member.map(idx).to_numpy(dtype=np.int64, copy=True))
         cols = torch.tensor(t.teacher_node.to_numpy(dtype=np.int64, copy=True))

@@ -28,7 +28,8 @@ import torch
 
 from ..config import ExperimentConfig, apply_overrides, build_config
 from ..errors import UserError
-from ..store import list_runs, load_torch, read_json, resolve_run, run_status, save_torch, write_json, write_parquet
+from ..store import (REPAIR_HINT, TABLES, list_runs, load_torch, read_config, read_corr, read_json, read_table_file,
+                     resolve_run, run_status, save_torch, write_json, write_parquet)
 from .report import outcome_rows
 
 PROBE_SECTIONS = ("training", "measure")
@@ -38,7 +39,21 @@ def teacher_cols(table: pd.DataFrame) -> list[str]:
 
 
 def run_config(folder: Path) -> ExperimentConfig:
-    return build_config(read_json(folder / "config.json"))
+    return build_config(read_config(folder))  # a damaged config.json: one line naming it
+
+
+def check_parent_files(folder: Path) -> None:
+    """Every file a probe reads from its parent, checked before anything trains: the tables, ``corr.npz``
+    and the init/final checkpoints (a damaged one is a one-line ``UserError`` naming it)."""
+    hint = REPAIR_HINT.format(root=folder.parent)
+    for table in TABLES:
+        read_table_file(folder / f"{table}.parquet", table, hint)
+    read_corr(folder / "corr.npz", hint)
+    for name in ("init.pt", "final.pt"):
+        path = folder / "checkpoints" / name
+        ck = load_torch(path)
+        if not isinstance(ck, dict) or not isinstance(ck.get("weights"), (list, tuple)):
+            raise UserError(f"checkpoint {path} is corrupted (no weights); {hint}")
 
 
 def finished_parent(run: str | Path, root: str | Path = "runs") -> tuple[Path, ExperimentConfig]:
@@ -54,6 +69,7 @@ def finished_parent(run: str | Path, root: str | Path = "runs") -> tuple[Path, E
     for name in ("init.pt", "final.pt"):
         if not (folder / "checkpoints" / name).exists():
             raise UserError(f"{folder.name} has no checkpoints/{name}; rerun it with `teacherstudent run --force`")
+    check_parent_files(folder)
     return folder, cfg
 
 
@@ -77,6 +93,8 @@ def probes_of(parent: Path) -> list[Path]:
     """Every complete probe folder of ``parent`` under the same root, by name."""
     out = []
     for f in list_runs(parent.parent):
+        if f == parent:
+            continue
         probe = read_json(f / "config.json").get("probe")
         if probe and probe.get("parent") == parent.name and is_complete(f):
             out.append(f)
@@ -111,18 +129,18 @@ def annotate(folder: Path, parent: Path, node_map: list[torch.Tensor], flags: di
     outcome rows are added here). Running it again gives the same files.
     """
     seeds = run_config(folder).student.seeds
-    sn = pd.read_parquet(folder / "student_nodes.parquet")
+    sn = read_table_file(folder / "student_nodes.parquet")
     sn = sn.drop(columns=["parent_node", *flags], errors="ignore")
     k, layer = _member_index(sn, seeds), sn["layer"].to_numpy()
     sn["parent_node"] = _lookup(node_map, k, layer, sn["student_node"].to_numpy())
     for name, fl in flags.items():
         sn[name] = _lookup(fl, k, layer, sn["parent_node"].to_numpy())
 
-    tn = pd.read_parquet(folder / "teacher_nodes.parquet")
+    tn = read_table_file(folder / "teacher_nodes.parquet")
     tn = tn[[c for c in tn.columns if not c.startswith(("parent_", "winner_parent"))]]
     k, layer = _member_index(tn, seeds), tn["layer"].to_numpy()
     tn["winner_parent_node"] = _lookup(node_map, k, layer, tn["winner"].to_numpy())
-    ptn = pd.read_parquet(parent / "teacher_nodes.parquet")
+    ptn = read_table_file(parent / "teacher_nodes.parquet")
     cols = teacher_cols(ptn)
     ptn = ptn[["member", "layer", "teacher_node", *cols]]
     tn = tn.merge(ptn.rename(columns={c: f"parent_{c}" for c in cols}), on=["member", "layer", "teacher_node"],
@@ -130,7 +148,7 @@ def annotate(folder: Path, parent: Path, node_map: list[torch.Tensor], flags: di
     for name, fl in flags.items():
         tn[f"parent_winner_{name}"] = _lookup(fl, k, layer, tn["parent_winner"].to_numpy())
 
-    metrics = pd.read_parquet(folder / "metrics.parquet")
+    metrics = read_table_file(folder / "metrics.parquet")
     metrics = metrics[metrics["split"] != "probe"]
     last = metrics[metrics["step"] == metrics["step"].max()].iloc[0]
     cfg = run_config(folder)
