@@ -76,12 +76,19 @@ def run(
     """Train every run of an experiment's study (finished runs are skipped, interrupted ones resume) and write its tables."""
     from rich.progress import TimeRemainingColumn
 
+    from teacherstudent.executors import make_executor
     from teacherstudent.experiments import plan_study, run_study, study_progress
     from teacherstudent.simulate import pick_device
 
     pick_device(device)
     _, study = plan_study(name, list(set_), root, members_per_run, _seeds(seeds))  # bad input fails here, before any bar
     done, total = study_progress(study, out)
+    from teacherstudent.errors import UserError
+    from teacherstudent.lock import WHEN_LOCKED
+
+    if when_locked not in WHEN_LOCKED:
+        raise UserError(f"unknown --when-locked {when_locked!r}; known: {', '.join(WHEN_LOCKED)}")
+    ex = make_executor(executor, workers, scheduler)  # a missing extra or an unreachable scheduler: one line, here
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
                   TextColumn("student-steps"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                   console=console) as progress:
@@ -96,7 +103,7 @@ def run(
             if rep["outcome"] == "failed":
                 progress.console.print(f"[red]failed[/red] {rep['run_id']}: {escape(str(rep['error']))}")
 
-        res = run_study(name, out, device, list(set_), root, executor, workers, scheduler, members_per_run,
+        res = run_study(name, out, device, list(set_), root, ex, workers, scheduler, members_per_run,
                         _seeds(seeds), when_locked, force, sys.argv, on_progress, on_report)
     counts = res.counts()
     t = Table(title=f"{name}: {len(res.reports)} runs")

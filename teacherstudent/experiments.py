@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -159,13 +160,14 @@ def study_tables(module: ModuleType, study: Study, out: Path) -> tuple[dict[str,
 
 
 def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrides: list[str] | None = None,
-              root: str | Path | None = None, executor: str = "local", workers: int | None = None,
+              root: str | Path | None = None, executor: Any = "local", workers: int | None = None,
               scheduler: str | None = None, members_per_run: int | None = None, seeds: tuple[int, ...] | None = None,
               when_locked: str = "wait", force: bool = False, command: list[str] | None = None,
               progress: Callable[[int, int], None] | None = None,
               on_report: Callable[[dict], None] | None = None) -> StudyResult:
     """Train every run of study ``name`` on ``executor`` and write its tables (see the module docstring).
 
+    ``executor`` is a name in ``executors.EXECUTORS`` or an executor made by ``make_executor``.
     ``progress(done, total)`` gets the finished student-steps read from the run store about
     twice a second; ``on_report(report)`` each run's report as it ends. A failing run does
     not stop the others: its report says why (``StudyResult.failed``) and the tables are not
@@ -194,7 +196,8 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
     for rep in reports:
         if on_report:
             on_report(rep)
-    ex = make_executor(executor, workers, scheduler) if todo else None
+    # an executor given as an object (the CLI makes it before its progress bar) is closed here too
+    ex = executor if not isinstance(executor, str) else make_executor(executor, workers, scheduler) if todo else None
 
     def poll() -> None:
         if progress:
