@@ -32,6 +32,17 @@ CONNECT_TIMEOUT_S = 5
 POLL_S = 0.5
 
 
+def cluster_module():
+    """``distributed``, from the optional ``cluster`` extra (imported by name: it is no dependency of
+    the package, and only this executor needs it); missing: the one line saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module("distributed")
+    except ImportError:
+        raise UserError(INSTALL_CLUSTER) from None
+
+
 def _failed(spec: dict[str, Any], why: str) -> dict[str, Any]:
     return {"run_id": spec["run_id"], "path": f"{spec['out']}/{spec['run_id']}", "outcome": "failed",
             "error": why, "notes": [], "seconds": 0.0}
@@ -117,10 +128,7 @@ class DaskExecutor:
     name = "dask"
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None, cores: int | None = None):
-        try:
-            import distributed
-        except ImportError:
-            raise UserError(INSTALL_CLUSTER) from None
+        distributed = cluster_module()
         self.cluster = None
         try:
             if scheduler:

@@ -366,11 +366,13 @@ PROGRESS_EVERY_S = 1.0  # how often a training worker writes its step into statu
 
 
 def _dask_threads() -> int | None:
-    try:
-        from distributed import get_worker
+    import sys
 
-        w = get_worker()
-    except (ImportError, ValueError):
+    if "distributed" not in sys.modules:  # not on a Dask worker (the cluster extra is optional)
+        return None
+    try:
+        w = sys.modules["distributed"].get_worker()
+    except ValueError:
         return None
     n = getattr(getattr(w, "state", w), "nthreads", None) or 1
     return max(1, (os.cpu_count() or 1) // n)
