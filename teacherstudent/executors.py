@@ -6,7 +6,8 @@ the workers write into their own run folders. ``poll()`` is called about twice a
 while runs train (the study's progress bar reads the run store then).
 
 - ``local``: worker processes (``concurrent.futures.ProcessPoolExecutor``, the ``spawn``
-  context: no forked torch state), ``min(cores, runs)`` of them unless ``workers`` says,
+  context: no forked torch state), ``min(cores, runs)`` of them (cores: this process's CPU
+  affinity) unless ``workers`` says,
   each with ``cores // workers`` torch threads so workers x threads stays within the
   cores. Never threads: torch's global state is per process. With one worker the runs
   train in this process, one after another.
@@ -65,6 +66,15 @@ def _drain(futures: dict[Any, dict[str, Any]], poll: Callable[[], None]) -> Iter
                 yield _failed(spec, f"worker lost ({type(err).__name__}: {' '.join(str(err).split())})")
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under taskset or a batch
+    scheduler's cgroup), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _init_worker(threads: int) -> None:
     import torch
 
@@ -82,7 +92,7 @@ class LocalExecutor:
         if workers is not None and workers < 1:
             raise UserError(f"--workers must be at least 1, got {workers}")
         self.requested = workers
-        self.cores = cores or os.cpu_count() or 1
+        self.cores = cores or available_cores()
 
     def plan(self, n_runs: int) -> tuple[int, int]:
         """``(workers, threads per worker)`` for ``n_runs`` runs."""
@@ -93,8 +103,10 @@ class LocalExecutor:
         w, t = self.plan(n_runs)
         return f"local: {w} worker process{'es' if w > 1 else ''} x {t} thread{'s' if t > 1 else ''}"
 
-    def threads(self, n_runs: int) -> int:
-        return self.plan(n_runs)[1]
+    def threads(self, n_runs: int) -> int | None:
+        """Torch threads per worker; None with one worker (the runs train in this process, as it is set)."""
+        workers, threads = self.plan(n_runs)
+        return None if workers == 1 else threads
 
     def run(self, specs: list[dict[str, Any]], poll: Callable[[], None]) -> Iterator[dict[str, Any]]:
         if not specs:

@@ -24,7 +24,7 @@ from teacherstudent.errors import UserError
 from teacherstudent.experiments import plan_study, run_study
 from teacherstudent.lock import RunLocked, is_locked, locked
 from teacherstudent.store import load_runs, run_status
-from teacherstudent.sweep import Sweep, expand, format_seeds, parse_sweep
+from teacherstudent.sweep import Sweep, expand, format_seeds, load_study, parse_sweep
 from teacherstudent_cli.main import app
 
 runner = CliRunner()
@@ -184,6 +184,11 @@ def test_packed_and_unpacked_studies_give_the_same_tables(tmp_path):
     packed = run_study("tiny_study", tmp_path / "all", "cpu", root=root, workers=1)
     assert len(packed.reports) == 2 and list(packed.tables["summary"].arm) == ["a", "b"]
     assert_same_tables(tmp_path / "one", tmp_path / "all")
+    keys = ["arm", "member", "layer", "teacher_node"]
+    a, b = (load_study(r.study, tmp_path / d, "teacher_nodes").drop(columns="run").sort_values(keys).reset_index(drop=True)
+            for r, d in ((one, "one"), (packed, "all")))
+    assert len(a) == 2 * 4 * (4 + 6) and set(a.arm) == {"a", "b"}
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
 # ---- plan, status, the lock -------------------------------------------------------------------
