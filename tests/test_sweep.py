@@ -235,7 +235,8 @@ def test_a_failing_arm_is_reported_and_the_others_finish(tmp_path):
 # ---- restarts and concurrency (subprocesses) -----------------------------------------------------
 
 def test_a_killed_study_rerun_ends_with_the_tables_of_an_uninterrupted_one(tmp_path):
-    root = write_study(tmp_path / "analysis", '[sweep]\nseeds = "0-2"\n', fields={"training.epochs": 12})
+    root = write_study(tmp_path / "analysis", '[sweep]\nseeds = "0-2"\n',
+                       fields={"training.epochs": 12, "measure.every": "steps", "measure.every_steps": 24})
     out, ref = tmp_path / "killed", tmp_path / "ref"
     args = ["experiment", "run", "tiny_study", "--dir", root, "--device", "cpu", "--workers", "1"]
     proc = subprocess.Popen(cli(*args, "--out", out), env=subprocess_env(), start_new_session=True,
@@ -257,8 +258,7 @@ def test_a_killed_study_rerun_ends_with_the_tables_of_an_uninterrupted_one(tmp_p
 
 
 def test_two_processes_on_one_study_train_each_run_once(tmp_path):
-    root = write_study(tmp_path / "analysis", '[sweep]\nseeds = "0-1"\n[sweep.grid]\n"student.multiplier" = [2, 3]\n',
-                       fields={"training.epochs": 6})
+    root = write_study(tmp_path / "analysis", '[sweep]\nseeds = "0-1"\n[sweep.grid]\n"student.multiplier" = [2, 3]\n')
     out = tmp_path / "runs"
     args = cli("experiment", "run", "tiny_study", "--dir", root, "--out", out, "--device", "cpu", "--workers", "1")
     procs = [subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
