@@ -4,8 +4,10 @@ Rows:
 - ``gemm``: the machine's fp32 matrix-multiply ceiling (a large square matmul).
 - ``train``: for the default widths and the papers' larger ones, at K members: student-steps
   per second and achieved GFLOP/s (forward + backward FLOP count) of the fast path, the
-  autograd ensemble, and the loop a user would write (K ``nn.Module`` students, each with
-  ``torch.optim.SGD``), with ratios and the fraction of the GEMM ceiling.
+  autograd ensemble, the loop a user would write (K ``nn.Module`` students, each with
+  ``torch.optim.SGD``) and PyTorch's documented ensembling recipe (``torch.func``:
+  ``stack_module_state`` + ``functional_call`` + ``vmap`` of ``grad``, then an SGD update
+  of the stacked parameters; a ``peer`` row), with ratios and the fraction of the GEMM ceiling.
 - ``measure``: one measurement (K members, 10,240 evaluation samples) as a fraction of the
   training time between two measurements at the default schedule (one epoch).
 - ``memory``: bytes per member (parameters, gradients, optimiser state, step activations),
@@ -112,6 +114,37 @@ def _reference_rate(sim: Simulation, steps: int, repeats: int) -> float:
     return len(nets) * steps / _best_time(go, repeats, sim.device)
 
 
+def _torch_func_rate(sim: Simulation, steps: int, repeats: int) -> float:
+    """PyTorch's model-ensembling recipe: the K ``nn.Module`` students stacked with
+    ``torch.func.stack_module_state``, per-member gradients by ``vmap(grad(loss))`` over
+    ``functional_call`` on a meta-device copy, plain SGD on the stacked tensors; same batches."""
+    import copy
+
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    nets = as_modules(sim.ens)
+    params, buffers = stack_module_state(nets)
+    params = {k: v.detach() for k, v in params.items()}
+    skeleton = copy.deepcopy(nets[0]).to("meta")
+
+    def loss(p, b, xb, yb):
+        return torch.nn.functional.mse_loss(functional_call(skeleton, (p, b), (xb,)), yb)
+
+    member_grads = vmap(grad(loss), in_dims=(0, 0, None, None))
+    x, y = sim.data.epoch(0)
+    B, lr = sim.cfg.training.batch_size, sim.cfg.training.lr
+    pos = [0]
+
+    def go():
+        for _ in range(steps):
+            i = pos[0] % sim.steps_per_epoch
+            g = member_grads(params, buffers, x[i * B:(i + 1) * B], y[i * B:(i + 1) * B])
+            for k, v in params.items():
+                v.sub_(g[k], alpha=lr)
+            pos[0] += 1
+    return len(nets) * steps / _best_time(go, repeats, sim.device)
+
+
 def memory_per_member(sim: Simulation) -> dict:
     p = sum(t.numel() * t.element_size() for t in sim.ens.state()) / sim.ens.K
     opt_state = sum(v.numel() * v.element_size() for s in sim.opt.state.values() for v in s.values()
@@ -152,9 +185,12 @@ def run_suite(quick: bool = False, device: str = "cpu", settings: tuple[str, ...
                     mem = memory_per_member(sim)
             ref_steps = max(2, steps // 2 if K > 1 else steps)
             rates["reference"] = _reference_rate(sim, ref_steps, repeats)
+            peer = _torch_func_rate(sim, steps, repeats)
             for path, r in rates.items():
                 rows.append(Row("train", setting, K, path, r, r * fl / 1e9, math.nan,
                                 r / rates["reference"], r / ORIGINAL_CODE_STEPS_PER_S if setting == "default" else math.nan))
+            rows.append(Row("peer", setting, K, "torch.func", peer, peer * fl / 1e9, math.nan, peer / rates["reference"],
+                            peer / ORIGINAL_CODE_STEPS_PER_S if setting == "default" else math.nan))
             rows.append(Row("memory", setting, K, "fast", extra=mem))
     # measurement cost at the default schedule: one measure() per epoch of training
     for K in (max(members),):
@@ -171,7 +207,7 @@ def run_suite(quick: bool = False, device: str = "cpu", settings: tuple[str, ...
     ceiling_end = gemm_ceiling(dev, repeats=repeats)
     ceiling = max(ceiling_start, ceiling_end)
     for r in rows:
-        if r.kind == "train":
+        if r.kind in ("train", "peer"):
             r.frac_ceiling = r.gflops / ceiling
     rows.insert(0, Row("gemm", path="matmul 2048", gflops=ceiling, frac_ceiling=1.0,
                        extra={"start_gflops": ceiling_start, "end_gflops": ceiling_end}))

@@ -8,9 +8,10 @@ from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
-from .common import console, user_errors
+from .common import console, err_console, user_errors
 
 app = typer.Typer(help="Named experiments: analysis/<name>.py with its base config analysis/<name>.toml.",
                   no_args_is_help=True)
@@ -43,39 +44,137 @@ def list_(root: Optional[Path] = typer.Option(None, "--dir", help=ROOT_HELP)) ->
     console.print(t)
 
 
+def _seeds(seeds: Optional[str]):
+    if seeds is None:
+        return None
+    from teacherstudent.config import parse_seeds
+
+    return parse_seeds(seeds)
+
+
+SET_HELP = "Override a base-config field: section.key=value (repeatable); a sweep axis wins over it."
+MPR_HELP = "Student seeds per run (ensemble members); default: as many as fit about 1 GB, all seeds for small studies."
+SEEDS_HELP = "Student seeds of the study (replaces [sweep] seeds and student.seeds): 1-32, 1,3,5 or 4."
+
+
 @app.command()
 @user_errors
 def run(
     name: str = typer.Argument(..., help="Experiment name, e.g. structured_vs_random (see `experiment list`)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a base-config field: section.key=value (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders; tables go to OUT/experiments/NAME/."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
-    force: bool = typer.Option(False, "--force", help="Train every arm again even if its run already finished."),
+    force: bool = typer.Option(False, "--force", help="Train every run again even if it already finished."),
     root: Optional[Path] = typer.Option(None, "--dir", help=ROOT_HELP),
+    executor: str = typer.Option("local", "--executor", help="local (worker processes on this machine) or dask."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="With --executor dask: tcp://HOST:8786 of a running cluster (default: a local cluster of 2 workers)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes (local: default min(cores, runs); dask local cluster: default 2)."),
+    members_per_run: Optional[int] = typer.Option(None, "--members-per-run", min=1, help=MPR_HELP),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help=SEEDS_HELP),
+    when_locked: str = typer.Option("wait", "--when-locked", help="A run another process is training: wait for it, or skip it."),
 ) -> None:
-    """Train every arm of an experiment (finished runs are reused) and write its tables."""
-    from teacherstudent.experiments import experiment_arms, run_named
+    """Train every run of an experiment's study (finished runs are skipped, interrupted ones resume) and write its tables."""
+    from rich.progress import TimeRemainingColumn
+
+    from teacherstudent.executors import make_executor
+    from teacherstudent.experiments import plan_study, run_study, study_progress
     from teacherstudent.simulate import pick_device
 
     pick_device(device)
-    experiment_arms(name, list(set_), root)  # bad names and configs fail here, before any progress bar
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                  TimeElapsedColumn(), console=console) as progress:
-        def on_arm(arm: str, i: int, n: int, reused: bool):
-            label = f"{name} {i + 1}/{n}: {arm}"
-            if reused:
-                progress.add_task(f"{label} (finished run reused)", total=1, completed=1)
-                return None
-            task = progress.add_task(label, total=None)
+    _, study = plan_study(name, list(set_), root, members_per_run, _seeds(seeds))  # bad input fails here, before any bar
+    done, total = study_progress(study, out)
+    from teacherstudent.errors import UserError
+    from teacherstudent.lock import WHEN_LOCKED
 
-            def on_step(step: int, total: int) -> None:
-                if step % 50 == 0 or step == total:
-                    progress.update(task, completed=step, total=total)
-            return on_step
+    if when_locked not in WHEN_LOCKED:
+        raise UserError(f"unknown --when-locked {when_locked!r}; known: {', '.join(WHEN_LOCKED)}")
+    ex = make_executor(executor, workers, scheduler)  # a missing extra or an unreachable scheduler: one line, here
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+                  TextColumn("student-steps"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                  console=console) as progress:
+        task = progress.add_task(name, total=total, completed=done)
 
-        res = run_named(name, out, device, list(set_), root, force=force, command=sys.argv, on_arm=on_arm)
-    first = next(iter(res.tables))
-    console.print(frame_table(res.tables[first], f"{name}: {first}"))
-    for arm, folder in res.runs.items():
-        console.print(f"run {arm}: {folder}")
-    console.print(f"tables:  {', '.join(str(res.folder / f'{t}.parquet') for t in res.tables)} (and .csv)")
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        def on_report(rep: dict) -> None:
+            for note in rep.get("notes") or []:
+                progress.console.print(f"{rep['run_id']}: {note}", markup=False, highlight=False)
+            if rep["outcome"] == "failed":
+                progress.console.print(f"[red]failed[/red] {rep['run_id']}: {escape(str(rep['error']))}")
+
+        res = run_study(name, out, device, list(set_), root, ex, workers, scheduler, members_per_run,
+                        _seeds(seeds), when_locked, force, sys.argv, on_progress, on_report)
+    counts = res.counts()
+    t = Table(title=f"{name}: {len(res.reports)} runs")
+    for col in ("done", "resumed", "skipped", "failed"):
+        t.add_column(col, justify="right")
+    t.add_row(*(str(counts[c]) for c in ("done", "resumed", "skipped", "failed")))
+    t.caption = "done: trained from step 0; resumed: from a checkpoint; skipped: finished (or locked)"
+    console.print(t)
+    if res.failed:
+        for rep in res.failed:
+            err_console.print(f"failed: {rep['run_id']}: {rep['error']}", markup=False, highlight=False)
+        err_console.print(f"error: {len(res.failed)} run(s) failed: {', '.join(r['run_id'] for r in res.failed)}; "
+                          "fix the cause and run the same command again (finished runs are skipped)",
+                          markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    if res.tables:
+        first = next(iter(res.tables))
+        console.print(frame_table(res.tables[first], f"{name}: {first}"))
+        console.print(f"tables:  {', '.join(str(res.folder / f'{t}.parquet') for t in res.tables)} (and .csv)")
+    elif res.note:
+        console.print(f"note: {res.note}")
+    console.print(f"runs:    {res.folder / 'runs.csv'} ({len(res.study.runs)} run folders under {out}/)")
+
+
+def _plan(name, set_, out, root, members_per_run, seeds, title: str) -> None:
+    from teacherstudent.experiments import plan_study, study_progress
+    from teacherstudent.sweep import plan_table
+
+    _, study = plan_study(name, list(set_), root, members_per_run, _seeds(seeds))
+    df = plan_table(study, out)
+    t = Table(title=f"{name}: {title}")
+    for col in ("#", "run", "arms", "seeds", "state", "student-steps"):
+        t.add_column(col, justify="left" if col in ("run", "arms", "state") else "right")
+    for r in df.itertuples(index=False):
+        t.add_row(str(r[0]), r.run, r.arms, r.seeds, r.state, f"{r.student_steps:,}/{r.total_student_steps:,}")
+    done, total = study_progress(study, out)
+    counts = df.state.value_counts()
+    t.caption = (", ".join(f"{counts[s]} {s}" for s in ("done", "running", "interrupted", "failed", "missing") if s in counts)
+                 + f"; {done:,} of {total:,} student-steps ({100 * done / max(total, 1):.0f}%) in {out}/")
+    t.caption_justify = "left"
+    console.print(t)
+    for r in df.itertuples(index=False):
+        if r.state == "failed":
+            from teacherstudent.store import run_status
+
+            err_console.print(f"failed: {r.run}: {run_status(out / r.run).get('error', '')}", markup=False, highlight=False)
+
+
+@app.command()
+@user_errors
+def plan(
+    name: str = typer.Argument(..., help="Experiment name (see `experiment list`)."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders."),
+    root: Optional[Path] = typer.Option(None, "--dir", help=ROOT_HELP),
+    members_per_run: Optional[int] = typer.Option(None, "--members-per-run", min=1, help=MPR_HELP),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help=SEEDS_HELP),
+) -> None:
+    """The study's runs (arms x sweep points, packed by seeds) with run ids and states; trains nothing."""
+    _plan(name, set_, out, root, members_per_run, seeds, "plan")
+
+
+@app.command()
+@user_errors
+def status(
+    name: str = typer.Argument(..., help="Experiment name (see `experiment list`)."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders."),
+    root: Optional[Path] = typer.Option(None, "--dir", help=ROOT_HELP),
+    members_per_run: Optional[int] = typer.Option(None, "--members-per-run", min=1, help=MPR_HELP),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help=SEEDS_HELP),
+) -> None:
+    """How far a study is: each run's state (done, running, interrupted, failed, missing) and the student-steps done."""
+    _plan(name, set_, out, root, members_per_run, seeds, "status")

@@ -8,28 +8,38 @@ An experiment file is one module with a docstring (its first line is the descrip
 - ``tables(runs: dict[str, Path]) -> dict[str, pandas.DataFrame]``: its tables, computed
   only from the finished runs' tables; the first one is the summary the CLI prints.
 
-``run_named`` loads the base config (plus ``--set`` overrides), trains every arm with
-``run_experiment`` (finished runs are skipped, so a second call only recomputes the
-tables) and writes each table as ``<out>/experiments/<name>/<table>.parquet`` and ``.csv``.
+The TOML may also carry a ``[sweep]`` table (grid and zip axes over any config field,
+student ``seeds``; ``teacherstudent.sweep``): then every arm is trained at every point,
+arms that differ only in seeds are packed into ensemble runs, and the experiment's tables
+are computed point by point, with one column per axis.
+
+``run_study`` loads the base config (plus ``--set`` overrides), expands and packs the
+study, trains its runs on an executor (``teacherstudent.executors``: local worker
+processes or Dask; finished runs are skipped, interrupted ones resume, so a second call
+only recomputes the tables) and writes each table as
+``<out>/experiments/<name>/<table>.parquet`` and ``.csv``, beside ``runs.csv`` (the plan
+with each run's state). ``run_named`` is the same, trained in this process.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .config import ExperimentConfig, load_config
+from .config import ExperimentConfig, apply_overrides, build_config, load_toml
 from .errors import UserError
-from .simulate import run_experiment
-from .store import run_status, write_parquet
+from .store import run_status, write_json, write_parquet
 from .summary import read_table
+from .sweep import Study, all_diverged, expand, job_spec, parse_sweep, plan_table, run_state
 
 
 def default_root() -> Path:
@@ -79,41 +89,160 @@ def load_experiment(name: str, root: str | Path | None = None) -> ModuleType:
 @dataclass(frozen=True)
 class ExperimentResult:
     folder: Path  # where the tables went
-    runs: dict[str, Path]  # arm -> run folder
+    runs: dict[str, Path]  # arm (with its point, when the study has axes) -> run folder (the first, if several)
     tables: dict[str, pd.DataFrame]
+
+
+def base_config(name: str, overrides: list[str] | None = None, root: str | Path | None = None):
+    """``(base config, [sweep] table or None)`` of experiment ``name`` (the ``[sweep]`` table is not config)."""
+    root = Path(root) if root is not None else default_root()
+    data = load_toml(root / f"{name}.toml")
+    sweep = parse_sweep(data.pop("sweep", None))
+    return build_config(apply_overrides(data, list(overrides or []))), sweep
 
 
 def experiment_arms(name: str, overrides: list[str] | None = None, root: str | Path | None = None
                     ) -> tuple[ModuleType, dict[str, ExperimentConfig]]:
     """The experiment module and its validated arm configs (nothing is trained)."""
     module = load_experiment(name, root)
-    root = Path(root) if root is not None else default_root()
-    base = load_config(root / f"{name}.toml", list(overrides or []))
+    base, _ = base_config(name, overrides, root)
     return module, module.arms(base)
 
 
-def run_named(name: str, out: str | Path = "runs", device: str = "auto", overrides: list[str] | None = None,
-              root: str | Path | None = None, force: bool = False, command: list[str] | None = None,
-              on_arm: Callable[[str, int, int, bool], Callable[[int, int], None] | None] | None = None
-              ) -> ExperimentResult:
-    """Train the arms of experiment ``name`` and write its tables.
+def plan_study(name: str, overrides: list[str] | None = None, root: str | Path | None = None,
+               members_per_run: int | None = None, seeds: tuple[int, ...] | None = None
+               ) -> tuple[ModuleType, Study]:
+    """The experiment module and its study: every arm at every sweep point, packed into runs
+    (nothing is trained; every bad input is a ``UserError`` here)."""
+    module = load_experiment(name, root)
+    base, sweep = base_config(name, overrides, root)
+    return module, expand(name, module.arms(base), sweep, members_per_run, seeds)
 
-    ``on_arm(arm, index, count, reused)`` may return a progress callback ``(step, total)`` for
-    that arm's run; ``reused`` says the run already finished and will not train.
+
+@dataclass
+class StudyResult:
+    study: Study
+    folder: Path  # <out>/experiments/<name>
+    reports: list[dict]  # one per run: run_id, path, outcome (done/resumed/skipped/failed), error, notes
+    tables: dict[str, pd.DataFrame]
+    note: str = ""  # why the experiment's own tables were not computed, if they were not
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.reports if r["outcome"] == "failed"]
+
+    def counts(self) -> dict[str, int]:
+        return {o: sum(r["outcome"] == o for r in self.reports) for o in ("done", "resumed", "skipped", "failed")}
+
+
+def study_progress(study: Study, out: Path) -> tuple[int, int]:
+    """``(finished student-steps, total)`` of the study, read from the run store."""
+    return sum(run_state(out, r)[1] for r in study.runs), sum(r.student_steps for r in study.runs)
+
+
+def study_tables(module: ModuleType, study: Study, out: Path) -> tuple[dict[str, pd.DataFrame], str]:
+    """The experiment's own ``tables(runs)``, point by point, with one leading column per axis."""
+    if not study.one_run_per_label():
+        return {}, ("the experiment's tables need one run per arm; this packing splits or merges arms' seeds "
+                    "(use --members-per-run >= the seed count), or read the runs with teacherstudent.sweep.load_study")
+    points: dict[str, tuple[dict, dict[str, Path]]] = {}
+    for lb in study.labels:
+        key = json.dumps(lb.point, sort_keys=True, default=str)
+        points.setdefault(key, (lb.point, {}))[1][lb.arm] = Path(out) / study.runs_of(lb)[0].run_id
+    parts: dict[str, list[pd.DataFrame]] = {}
+    for point, runs in points.values():
+        for tname, df in module.tables(runs).items():
+            df = df.copy()
+            for j, (k, v) in enumerate(point.items()):
+                df.insert(j, k, json.dumps(v) if isinstance(v, (list, dict)) else v)
+            parts.setdefault(tname, []).append(df)
+    return {t: pd.concat(dfs, ignore_index=True) for t, dfs in parts.items()}, ""
+
+
+def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrides: list[str] | None = None,
+              root: str | Path | None = None, executor: Any = "local", workers: int | None = None,
+              scheduler: str | None = None, members_per_run: int | None = None, seeds: tuple[int, ...] | None = None,
+              when_locked: str = "wait", force: bool = False, command: list[str] | None = None,
+              progress: Callable[[int, int], None] | None = None,
+              on_report: Callable[[dict], None] | None = None) -> StudyResult:
+    """Train every run of study ``name`` on ``executor`` and write its tables (see the module docstring).
+
+    ``executor`` is a name in ``executors.EXECUTORS`` or an executor made by ``make_executor``.
+    ``progress(done, total)`` gets the finished student-steps read from the run store about
+    twice a second; ``on_report(report)`` each run's report as it ends. A failing run does
+    not stop the others: its report says why (``StudyResult.failed``) and the tables are not
+    written. Every bad input raises ``UserError`` before anything trains.
     """
-    module, arms = experiment_arms(name, overrides, root)
-    runs = {}
-    for i, (arm, cfg) in enumerate(arms.items()):
-        reused = not force and run_status(Path(out) / cfg.run_id).get("state") == "finished"
-        progress = on_arm(arm, i, len(arms), reused) if on_arm else None
-        runs[arm] = run_experiment(cfg, out, device, on_progress=progress, command=command, force=force)
-    tables = module.tables(runs)
-    folder = Path(out) / "experiments" / name
+    from .executors import make_executor
+    from .simulate import pick_device
+
+    out = Path(out)
+    module, study = plan_study(name, overrides, root, members_per_run, seeds)
+    pick_device(device)
+    from .lock import WHEN_LOCKED
+
+    if when_locked not in WHEN_LOCKED:
+        raise UserError(f"unknown --when-locked {when_locked!r}; known: {', '.join(WHEN_LOCKED)}")
+    reports: list[dict] = []
+    todo = []
+    for r in study.runs:
+        if not force and run_status(out / r.run_id).get("state") == "finished":
+            reports.append({"run_id": r.run_id, "path": str(out / r.run_id), "outcome": "skipped", "error": None,
+                            "notes": [], "seconds": 0.0})
+            if all_diverged(out / r.run_id):
+                reports[-1].update(outcome="failed", error="all members diverged (see status.json)")
+        else:
+            todo.append(r)
+    for rep in reports:
+        if on_report:
+            on_report(rep)
+    # an executor given as an object (the CLI makes it before its progress bar) is closed here too
+    ex = executor if not isinstance(executor, str) else make_executor(executor, workers, scheduler) if todo else None
+
+    def poll() -> None:
+        if progress:
+            progress(*study_progress(study, out))
+    poll()
+    try:
+        if ex is not None:
+            threads = ex.threads(len(todo))
+            specs = [job_spec(r, out, device, threads, when_locked, force, command) for r in todo]
+            for rep in ex.run(specs, poll):
+                reports.append(rep)
+                if on_report:
+                    on_report(rep)
+                poll()
+    finally:
+        if ex is not None:
+            ex.close()
+    folder = out / "experiments" / name
     folder.mkdir(parents=True, exist_ok=True)
-    for tname, df in tables.items():
+    plan = plan_table(study, out)
+    plan.to_csv(folder / "runs.csv", index=False)
+    write_json(folder / "study.json", {"command": command, "reports": reports})
+    result = StudyResult(study, folder, reports, {})
+    if result.failed:
+        result.note = "tables not written: some runs failed"
+        return result
+    result.tables, result.note = study_tables(module, study, out)
+    for tname, df in result.tables.items():
         write_parquet(folder / f"{tname}.parquet", df)
         df.to_csv(folder / f"{tname}.csv", index=False)
-    return ExperimentResult(folder, runs, tables)
+    return result
+
+
+def run_named(name: str, out: str | Path = "runs", device: str = "auto", overrides: list[str] | None = None,
+              root: str | Path | None = None, force: bool = False, command: list[str] | None = None
+              ) -> ExperimentResult:
+    """Train the runs of experiment ``name`` in this process, one after another, and write its
+    tables (``run_study`` with one local worker); a failed run is a ``UserError``."""
+    res = run_study(name, out, device, overrides, root, executor="local", workers=1, force=force, command=command)
+    if res.failed:
+        first = res.failed[0]
+        raise UserError(f"{len(res.failed)} run(s) of {name} failed: {', '.join(r['run_id'] for r in res.failed)} "
+                        f"(first: {first['error']})")
+    runs = {lb.text: Path(out) / res.study.runs_of(lb)[0].run_id for lb in res.study.labels}
+    return ExperimentResult(res.folder, runs, res.tables)
 
 
 # ---- helpers shared by the experiment files --------------------------------

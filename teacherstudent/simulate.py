@@ -52,6 +52,7 @@ class RunOptions:
     max_steps: int | None = None
     memory_budget: float = DEFAULT_MEMORY_BUDGET
     callbacks: tuple[Callback, ...] = field(default_factory=tuple)
+    when_locked: str = "wait"  # another process training this run folder: "wait" for it or "skip" (RunLocked)
 
 
 def meta(cfg: ExperimentConfig, device: torch.device, tr: Trainer, command: list[str] | None) -> dict:
@@ -65,12 +66,21 @@ def run(cfg: ExperimentConfig, opts: RunOptions = RunOptions(),
         init_ensemble: Callable[[torch.device, torch.dtype], Ensemble] | None = None) -> Path:
     """Train and measure ``cfg``; returns its run folder. ``init_ensemble(device, dtype)``, if
     given, builds the initial students instead of ``cfg.student`` (probes)."""
-    dev = pick_device(opts.device)
+    pick_device(opts.device)
     folder = RunFolder(opts.out, cfg)
     if folder.finished and not opts.force:
         folder.remove_temp_files()  # a writer that died after the run finished (a probe annotating it)
         return folder.path
     folder.check_config()
+    with folder.lock(opts.when_locked):  # one process per run folder; the state is read again under the lock
+        return _run(cfg, opts, init_ensemble)
+
+
+def _run(cfg: ExperimentConfig, opts: RunOptions, init_ensemble) -> Path:
+    dev = pick_device(opts.device)
+    folder = RunFolder(opts.out, cfg)
+    if folder.finished and not opts.force:
+        return folder.path
     resources.check(cfg, dev, opts.memory_budget)  # before anything is allocated
     # everything that can refuse the config or the folder's checkpoint runs before the first write
     ens = init_ensemble(dev, getattr(torch, cfg.training.dtype)) if init_ensemble else None

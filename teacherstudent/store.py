@@ -317,6 +317,12 @@ class RunFolder:
     def finished(self) -> bool:
         return self.status.get("state") == "finished"
 
+    def lock(self, when_locked: str = "wait"):
+        """Context manager: this process alone trains the folder (``lock.locked``: wait or skip)."""
+        from .lock import locked
+
+        return locked(self.path, when_locked)
+
     def check_config(self) -> None:
         """A folder of this run id must hold this config, compared by canonical form (so a field
         added later with a no-op default never orphans older folders)."""
