@@ -37,7 +37,7 @@ import pandas as pd
 
 from .config import ExperimentConfig, apply_overrides, build_config, load_toml
 from .errors import UserError
-from .store import run_status, write_json, write_parquet
+from .store import TEMP_GLOB, atomic_write_bytes, run_status, write_json, write_parquet
 from .summary import read_table
 from .sweep import Study, all_diverged, expand, job_spec, parse_sweep, plan_table, run_state
 
@@ -217,8 +217,10 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
             ex.close()
     folder = out / "experiments" / name
     folder.mkdir(parents=True, exist_ok=True)
+    for tmp in folder.glob(TEMP_GLOB):  # left by a writer that was killed
+        tmp.unlink(missing_ok=True)
     plan = plan_table(study, out)
-    plan.to_csv(folder / "runs.csv", index=False)
+    write_csv(folder / "runs.csv", plan)
     write_json(folder / "study.json", {"command": command, "reports": reports})
     result = StudyResult(study, folder, reports, {})
     if result.failed:
@@ -227,8 +229,13 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
     result.tables, result.note = study_tables(module, study, out)
     for tname, df in result.tables.items():
         write_parquet(folder / f"{tname}.parquet", df)
-        df.to_csv(folder / f"{tname}.csv", index=False)
+        write_csv(folder / f"{tname}.csv", df)
     return result
+
+
+def write_csv(path: Path, df: pd.DataFrame) -> None:
+    """A table as CSV, written atomically like every other result file."""
+    atomic_write_bytes(path, df.to_csv(index=False).encode())
 
 
 def run_named(name: str, out: str | Path = "runs", device: str = "auto", overrides: list[str] | None = None,

@@ -123,7 +123,7 @@ def files(root: Path) -> dict[str, Path]:
 def assert_same_results(a: Path, b: Path) -> None:
     """Every result file equal: tables as frames (exactly), npz arrays, checkpoint tensors; JSON by content."""
     fa, fb = files(a), files(b)
-    skip = ("meta.json", "status.json")  # dates, durations, command lines
+    skip = ("meta.json", "status.json", "study.json")  # dates, durations, command lines, what this invocation did
     assert {k for k in fa if not k.endswith(skip)} == {k for k in fb if not k.endswith(skip)}
     for k, p in fa.items():
         q = fb[k] if k in fb else None
