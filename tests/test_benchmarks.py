@@ -65,11 +65,16 @@ def test_benchmark_suite_reports_every_row_with_rates_and_ratios_from_its_own_ti
     result = suite.run_suite(quick=True, settings=("large",), members=(K,))
 
     rows = result["rows"]
-    assert [r["kind"] for r in rows] == ["gemm", "train", "train", "train", "memory", "measure"]
-    gemm, fast, autograd, ref, memory, measure = rows
-    # timed calls in order: gemm, fast, autograd, reference, measure's training rate, snapshot, gemm
-    assert len(timed) == 7
-    (t_gemm0, _), (t_fast, w_fast), (t_auto, w_auto), (t_ref, w_ref), (t_train, w_train), (t_snap, w_snap), (t_gemm1, _) = timed
+    assert [r["kind"] for r in rows] == ["gemm", "train", "train", "train", "peer", "memory", "measure"]
+    gemm, fast, autograd, ref, peer, memory, measure = rows
+    # the torch.func ensembling recipe (stack_module_state + functional_call + vmap): a comparison row
+    assert peer["steps_per_s"] > 0 and math.isfinite(peer["vs_reference"])
+    # timed calls in order: gemm, fast, autograd, reference, the torch.func peer, measure's training rate, snapshot, gemm
+    assert len(timed) == 8
+    ((t_gemm0, _), (t_fast, w_fast), (t_auto, w_auto), (t_ref, w_ref), (t_peer, w_peer), (t_train, w_train), (t_snap, w_snap),
+     (t_gemm1, _)) = timed
+    assert w_peer == {"ensemble": 0, "reference": K * 4}  # the peer trains the same nn.Module students as the loop
+    assert peer["steps_per_s"] == pytest.approx(K * 4 / t_peer, rel=1e-12)
     # fast and autograd time the same number of student-steps, the reference (K > 1: half as many) its own
     assert w_fast == w_auto == {"ensemble": K * 8, "reference": 0}
     assert w_ref == {"ensemble": 0, "reference": K * 4}
