@@ -77,7 +77,7 @@ def choose_threads(requested: int | None = None) -> tuple[int, str]:
     """The CPU thread count for torch and a short reason to print.
 
     ``requested`` (``--threads``) wins. Otherwise torch's default, capped at the cores the
-    machine has free (``cpu_count - round(load)``, at least 1): on an oversubscribed machine
+    machine has free (``cpu_count - floor(load)``, at least 1): on an oversubscribed machine
     torch's default made a default run about 20x slower than a single thread.
     """
     if requested is not None:
@@ -92,7 +92,7 @@ def choose_threads(requested: int | None = None) -> tuple[int, str]:
     load, cpus = machine_load()
     if load is None:
         return default, "torch default"
-    available = max(1, cpus - round(load))
+    available = max(1, cpus - int(load))  # whole cores in use: a load of 0.8 (a finished job decaying) takes none
     if available < default:
         return available, f"machine busy: load {load:.1f} on {cpus} cores"
     return default, "torch default"

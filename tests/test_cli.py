@@ -367,6 +367,9 @@ def test_choose_threads_caps_on_a_busy_machine(machine, monkeypatch):
     assert runtime.choose_threads(None) == (1, "machine busy: load 3.1 on 2 cores")
     machine(50.0, 8)  # never below one thread
     assert runtime.choose_threads(None)[0] == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    machine(0.8, 2)  # less than one core's worth of load (e.g. a job that just ended): not busy
+    assert runtime.choose_threads(None) == (2, "torch default")
 
 
 def test_choose_threads_honours_a_request(machine):
