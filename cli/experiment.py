@@ -152,15 +152,20 @@ def _plan(name, set_, out, root, members_per_run, seeds, title: str) -> None:
             err_console.print(f"failed: {r.run}: {run_status(out / r.run).get('error', '')}", markup=False, highlight=False)
 
 
+# the options plan and status share
+NAME = typer.Argument(..., help="Experiment name (see `experiment list`).")
+SET = typer.Option([], "--set", help=SET_HELP)
+OUT = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders.")
+DIR = typer.Option(None, "--dir", help=ROOT_HELP)
+MPR = typer.Option(None, "--members-per-run", min=1, help=MPR_HELP)
+SEEDS = typer.Option(None, "--seeds", help=SEEDS_HELP)
+
+
 @app.command()
 @user_errors
 def plan(
-    name: str = typer.Argument(..., help="Experiment name (see `experiment list`)."),
-    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders."),
-    root: Optional[Path] = typer.Option(None, "--dir", help=ROOT_HELP),
-    members_per_run: Optional[int] = typer.Option(None, "--members-per-run", min=1, help=MPR_HELP),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help=SEEDS_HELP),
+    name: str = NAME, set_: list[str] = SET, out: Path = OUT, root: Optional[Path] = DIR,
+    members_per_run: Optional[int] = MPR, seeds: Optional[str] = SEEDS,
 ) -> None:
     """The study's runs (arms x sweep points, packed by seeds) with run ids and states; trains nothing."""
     _plan(name, set_, out, root, members_per_run, seeds, "plan")
@@ -169,12 +174,8 @@ def plan(
 @app.command()
 @user_errors
 def status(
-    name: str = typer.Argument(..., help="Experiment name (see `experiment list`)."),
-    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders."),
-    root: Optional[Path] = typer.Option(None, "--dir", help=ROOT_HELP),
-    members_per_run: Optional[int] = typer.Option(None, "--members-per-run", min=1, help=MPR_HELP),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help=SEEDS_HELP),
+    name: str = NAME, set_: list[str] = SET, out: Path = OUT, root: Optional[Path] = DIR,
+    members_per_run: Optional[int] = MPR, seeds: Optional[str] = SEEDS,
 ) -> None:
     """How far a study is: each run's state (done, running, interrupted, failed, missing) and the student-steps done."""
     _plan(name, set_, out, root, members_per_run, seeds, "status")
