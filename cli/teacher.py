@@ -32,7 +32,10 @@ def inspect(
     from teacherstudent.config import load_config
     from teacherstudent.diagnostics import inspect_teacher
 
+    from teacherstudent.resources import check_teacher
+
     cfg = load_config(config, list(set_))
+    check_teacher(cfg, samples)  # a teacher that cannot fit is refused before anything is allocated
     rep = inspect_teacher(cfg, samples)
     wide = cfg.inputs.labels == "wide_teacher"
     which = f"wide teacher (x{cfg.inputs.wide_factor}, inputs.labels=wide_teacher)" if wide else "teacher"

@@ -67,3 +67,11 @@ def test_cli_teacher_inspect_bad_config_is_one_line_and_exit_2(tmp_path):
     assert res.output.strip().count("\n") == 0 and res.output.startswith("error: invalid config: inputs.n_clusters")
     res = runner.invoke(app, ["teacher", "inspect", str(tmp_path / "missing.toml")])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_a_teacher_too_large_for_memory_is_refused_in_one_line():
+    from teacherstudent_cli.main import app
+    from typer.testing import CliRunner
+
+    r = CliRunner().invoke(app, ["teacher", "inspect", "--set", "teacher.widths=[100000000]"])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error:")
