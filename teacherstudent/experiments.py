@@ -37,7 +37,7 @@ import pandas as pd
 
 from .config import ExperimentConfig, apply_overrides, build_config, load_toml
 from .errors import UserError
-from .store import TEMP_GLOB, atomic_write_bytes, run_status, write_json, write_parquet
+from .store import atomic_write_bytes, remove_temp_files, run_status, write_json, write_parquet
 from .summary import read_table
 from .sweep import Study, all_diverged, expand, job_spec, parse_sweep, plan_table, run_state
 
@@ -217,8 +217,7 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
             ex.close()
     folder = out / "experiments" / name
     folder.mkdir(parents=True, exist_ok=True)
-    for tmp in folder.glob(TEMP_GLOB):  # left by a writer that was killed
-        tmp.unlink(missing_ok=True)
+    remove_temp_files(folder)  # left by a writer that was killed
     plan = plan_table(study, out)
     write_csv(folder / "runs.csv", plan)
     write_json(folder / "study.json", {"command": command, "reports": reports})

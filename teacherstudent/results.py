@@ -32,13 +32,12 @@ import torch
 from .loop import Callback, Trainer
 from .measure import Snapshot
 from .metrics import METRICS, Measurement
-from .store import write_npz, write_parquet
+from .store import TABLE_COLUMNS, write_npz, write_parquet
 
 if TYPE_CHECKING:
     from .config import ExperimentConfig
     from .store import RunFolder
 
-METRIC_COLUMNS = ["run", "member", "step", "epoch", "split", "layer", "metric", "value"]
 
 
 def thresholds(cfg: ExperimentConfig) -> tuple[float, ...]:
@@ -51,7 +50,7 @@ def _nullable(a: torch.Tensor) -> pd.array:
 
 
 def metrics_table(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS["metrics"]))
     df["layer"] = df["layer"].astype("Int64")
     return df
 
@@ -130,7 +129,7 @@ class Recorder(Callback):
         L = len(cfg.teacher.widths)
         corr = {s: [torch.from_numpy(kept[s][f"corr_{l}"]) for l in range(L)] for s in steps}
         fanout = {s: [torch.from_numpy(kept[s][f"fanout_{l}"]) for l in range(L)] for s in steps}
-        arrays = {f"step_{s}_layer_{l}": corr[s][l].numpy().astype(np.float32) for s in steps for l in range(L)}
+        arrays = {f"step_{s}_layer_{l}": kept[s][f"corr_{l}"] for s in steps for l in range(L)}  # float32, as measured
         arrays["members"] = np.asarray(cfg.student.seeds)
         write_npz(f.path / "corr.npz", arrays)
         teacher_fanout = [f.float().cpu() for f in tr.teacher.fanout_norms(len(cfg.student.seeds))]  # [K, m_l]

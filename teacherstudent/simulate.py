@@ -66,20 +66,18 @@ def run(cfg: ExperimentConfig, opts: RunOptions = RunOptions(),
         init_ensemble: Callable[[torch.device, torch.dtype], Ensemble] | None = None) -> Path:
     """Train and measure ``cfg``; returns its run folder. ``init_ensemble(device, dtype)``, if
     given, builds the initial students instead of ``cfg.student`` (probes)."""
-    pick_device(opts.device)
+    dev = pick_device(opts.device)
     folder = RunFolder(opts.out, cfg)
     if folder.finished and not opts.force:
         folder.remove_temp_files()  # a writer that died after the run finished (a probe annotating it)
         return folder.path
     folder.check_config()
-    with folder.lock(opts.when_locked):  # one process per run folder; the state is read again under the lock
-        return _run(cfg, opts, init_ensemble)
+    with folder.lock(opts.when_locked):  # one process per run folder
+        return _run(cfg, opts, init_ensemble, dev, folder)
 
 
-def _run(cfg: ExperimentConfig, opts: RunOptions, init_ensemble) -> Path:
-    dev = pick_device(opts.device)
-    folder = RunFolder(opts.out, cfg)
-    if folder.finished and not opts.force:
+def _run(cfg: ExperimentConfig, opts: RunOptions, init_ensemble, dev: torch.device, folder: RunFolder) -> Path:
+    if folder.finished and not opts.force:  # another process finished it while this one waited for the lock
         return folder.path
     resources.check(cfg, dev, opts.memory_budget)  # before anything is allocated
     # everything that can refuse the config or the folder's checkpoint runs before the first write

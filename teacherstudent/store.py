@@ -113,21 +113,15 @@ def write_parquet(path: Path, df: pd.DataFrame) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def write_npz(path: Path, arrays: dict[str, np.ndarray], compressed: bool = True) -> None:
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def save_torch(path: Path, obj: Any) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def write_npz_plain(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -296,6 +290,17 @@ def load_runs(root: str | Path = "runs", table: str = "metrics", config: bool = 
 
 # ---- the lifecycle of one run folder ------------------------------------------
 
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Remove the temporary files (``.<name>.XXXX.tmp``) that writers which died left under ``folder``."""
+    gone = []
+    if folder.is_dir():
+        for p in folder.rglob(TEMP_GLOB):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                gone.append(p)
+    return gone
+
+
 PART_SUFFIX = {"metrics": ".parquet", "corr": ".npz"}
 
 
@@ -372,14 +377,7 @@ class RunFolder:
         self.mark("running", step, total_steps)
 
     def remove_temp_files(self) -> list[Path]:
-        """Remove the temporary files (``.<name>.XXXX.tmp``) a writer that died left in the folder."""
-        gone = []
-        if self.path.is_dir():
-            for p in self.path.rglob(TEMP_GLOB):
-                if p.is_file():
-                    p.unlink(missing_ok=True)
-                    gone.append(p)
-        return gone
+        return remove_temp_files(self.path)
 
     def mark(self, state: str, step: int, total_steps: int, **extra: Any) -> None:
         write_json(self.path / "status.json", {"state": state, "step": step, "total_steps": total_steps, **extra})
@@ -399,7 +397,7 @@ class RunFolder:
         if kind == "metrics":
             write_parquet(self._part(kind, step), obj)
         else:
-            write_npz_plain(self._part(kind, step), obj)
+            write_npz(self._part(kind, step), obj, compressed=False)  # parts are read back once: speed over size
 
     def part_steps(self, kind: str) -> list[int]:
         if not self.parts.is_dir():

@@ -7,9 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UserError
-from .store import TABLE_COLUMNS, read_config, read_table_file, run_status
+from .store import read_config, read_table_file, run_status
 
-COLUMNS = TABLE_COLUMNS
 LAYER_METRICS = ["best_corr_mean", "best_corr_min", "recovered_frac", "covered_frac", "match_count_mean"]
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import UserError
-from .store import (TABLES, TEMP_GLOB, RunFolder, load_torch, read_config, read_corr, read_json, read_table_file)
+from .store import (TABLES, TEMP_GLOB, RunFolder, load_torch, read_config, read_corr, read_json, read_table_file,
+                    remove_temp_files)
 
 ACTIONS = ("ok", "clean", "resume", "redo", "cannot")
 
@@ -145,8 +146,7 @@ def repair_run(rc: RunCheck, device: str = "cpu", on_progress: Callable[[int, in
     folder = rc.folder
     if rc.action in ("ok", "cannot"):
         return rc
-    for t in folder.rglob(TEMP_GLOB):
-        t.unlink(missing_ok=True)
+    remove_temp_files(folder)
     if rc.action == "clean":
         after = check_run(folder)
         after.repaired = "removed temporary files"
