@@ -10,12 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
+from .architectures import ARCHITECTURES
 from .config import ExperimentConfig
 from .data import DataSource
 from .ensemble import Ensemble
 from .inputs import make_inputs
-from .labels import data_teacher
-from .lucky import plant_lucky
 from .teacher import Teacher
 
 
@@ -36,6 +35,12 @@ class Problem:
         return [w.shape[1] for w in self.ens.weights[:-1]]
 
     @property
+    def activation_widths(self) -> list[int]:
+        """Activations per sample of each hidden layer and member: ``n_l`` (times ``P_l`` positions for conv)."""
+        pos = self.ens.geom.positions() if hasattr(self.ens, "geom") else [1] * len(self.widths)
+        return [n * p for n, p in zip(self.widths, pos)]
+
+    @property
     def teacher_widths(self) -> list[int]:
         """Widths of the teacher that is measured (``inputs.labels='wide_teacher'`` widens it)."""
         return list(self.teacher.widths)
@@ -43,17 +48,16 @@ class Problem:
 
 def build(cfg: ExperimentConfig, device: torch.device, ensemble: Ensemble | None = None,
           teacher: Teacher | None = None) -> Problem:
-    """Teacher, data and students of ``cfg`` on ``device``; ``ensemble`` replaces the
-    configured students (probes: pruned or re-randomised students)."""
+    """Teacher, data and students of ``cfg`` on ``device`` (``ARCHITECTURES[cfg.arch]`` makes the
+    teacher and the students); ``ensemble`` replaces the configured students (probes: pruned
+    or re-randomised students)."""
+    arch = ARCHITECTURES[cfg.arch]
     dtype = getattr(torch, cfg.training.dtype)
     inputs = make_inputs(cfg.inputs, cfg.teacher.d, cfg.teacher.seed)
-    teacher = teacher if teacher is not None else data_teacher(cfg, inputs)  # inputs.labels may widen it
+    teacher = teacher if teacher is not None else arch.teacher(cfg, inputs)
     data = DataSource(cfg, teacher, inputs, device, dtype)
     if ensemble is None:
-        widths = [cfg.student.multiplier * m for m in cfg.teacher.widths]
-        d, outputs = data.x_eval.shape[1], teacher.outputs
-        ensemble = Ensemble.create(widths, d, outputs, cfg.student, device, dtype)
-        plant_lucky(ensemble, teacher, cfg.student)  # student.lucky_nodes (a no-op at 0)
+        ensemble = arch.students(cfg, teacher, data.x_eval.shape[1], device, dtype)
     for p in ensemble.trainable:
         p.requires_grad_(True)
     return Problem(cfg, device, dtype, teacher, data, ensemble)

@@ -19,6 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
+from .architectures import ARCHITECTURES
 from .errors import UserError
 from .inputs import INPUTS, check_dim, check_inputs
 from .lucky import check_lucky
@@ -155,6 +156,8 @@ class InputsConfig(_Section):
     latent_dim: int = Field(2, ge=1, description="manifold: latent dimension r (at most the input dimension)")
     noise: float = Field(0.0, ge=0, description="manifold: std of isotropic noise added off the manifold")
     holdout: float = Field(0.2, gt=0, lt=1, description="digits: fraction of the images kept for the evaluation set")
+    image_channels: int = Field(1, ge=1, description="gaussian_images: channels of each image")
+    image_size: int = Field(8, ge=1, description="gaussian_images: height and width of each image")
     # label regime (teacherstudent/labels.py)
     labels: Literal["teacher", "wide_teacher", "permuted"] = Field(
         "teacher", description="teacher: the teacher's outputs; wide_teacher: an independent teacher wide_factor times "
@@ -301,6 +304,23 @@ class TrainingConfig(_Section):
         return self
 
 
+class ConvConfig(_Section):
+    """Geometry of convolutional teachers and students (``arch='conv'``; ``teacher.widths`` are their channels)."""
+
+    kernel: int = Field(3, ge=1, description="k: every hidden layer is a k x k convolution")
+    stride: int | tuple[int, ...] = Field(1, description="one stride, or one per conv layer")
+    padding: int | tuple[int, ...] = Field(1, description="zero padding on every side: one value, or one per conv layer")
+
+    @field_validator("stride", "padding")
+    @classmethod
+    def _per_layer(cls, v: int | tuple[int, ...], info) -> int | tuple[int, ...]:
+        values = v if isinstance(v, tuple) else (v,)
+        low = 1 if info.field_name == "stride" else 0
+        if not values or any(x < low for x in values):
+            raise ValueError(f"conv.{info.field_name} must be {'positive' if low else 'non-negative'}, got {v}")
+        return v
+
+
 class MeasureConfig(_Section):
     """When to measure; every measurement runs on the fixed evaluation set."""
 
@@ -424,10 +444,19 @@ class ExperimentConfig(_Section):
     student: StudentConfig = StudentConfig()
     training: TrainingConfig = TrainingConfig()
     measure: MeasureConfig = MeasureConfig()
+    arch: str = Field("mlp", description="a name in architectures.ARCHITECTURES: mlp (fully connected), conv "
+                      "(convolutional teacher and students; teacher.widths are channels, [conv] the geometry)")
+    conv: ConvConfig = ConvConfig()
     probe: ProbeConfig | None = Field(None, description="set only in probe child runs (teacherstudent probe ...)")
+
+    _arch = field_validator("arch")(classmethod(lambda cls, v: check_name(ARCHITECTURES, "architecture", v)))
 
     @model_validator(mode="after")
     def _cross_sections(self) -> ExperimentConfig:  # checks that need two sections
+        if self.arch != "conv" and self.conv != ConvConfig():
+            changed = self.conv.changed(*ConvConfig.model_fields)
+            self._unused("conv", changed, "arch='conv'")
+        ARCHITECTURES[self.arch].check(self)
         check_dim(self.inputs, self.teacher.d, self.teacher.d == TeacherConfig.model_fields["d"].default)
         check_lucky(self.student, self.teacher.widths)
         if self.training.backend == "fast" and self.student.batchnorm:

@@ -17,7 +17,13 @@ manifold   latent_dim, noise                sigma sqrt(d / r) A z + N(0, noise^2
 digits     holdout                          scikit-learn's bundled 8x8 handwritten digits
                                             (1797 images, no download), d = 64, each pixel
                                             standardised on the training pool, times sigma
+gaussian_  image_channels, image_size       N(0, sigma^2 I_d) images, d = channels x size x size
+images                                      (flattened channel-major, as ``x.view(N, C, H, W)``)
 ========== ================================ ==================================================
+
+Image kinds (``image_shape`` not None: ``digits`` as 1x8x8, ``gaussian_images``) can feed
+convolutional teachers and students (``arch='conv'``, teacherstudent/conv.py); every kind
+still hands out flat ``[N, d]`` rows, which a convolution views as ``[N, C, H, W]``.
 
 ``digits`` is a finite data set: a ``holdout`` fraction of the images (chosen once) is the
 evaluation pool, the rest the training pool. A draw of ``n`` images from a pool takes
@@ -80,6 +86,11 @@ class InputDistribution:
     @classmethod
     def dim(cls, cfg: InputsConfig, d: int) -> int:
         return cls.fixed_dim if cls.fixed_dim is not None else d
+
+    @classmethod
+    def image_shape(cls, cfg: InputsConfig) -> tuple[int, int, int] | None:
+        """``(channels, height, width)`` of an image kind (its flat rows viewed as images), else None."""
+        return None
 
     def draw(self, n: int, gen: torch.Generator, split: str = "train") -> Draw:
         raise NotImplementedError
@@ -161,6 +172,10 @@ class Digits(InputDistribution):
     params = ("holdout",)
     fixed_dim = 64
 
+    @classmethod
+    def image_shape(cls, cfg: InputsConfig) -> tuple[int, int, int]:
+        return 1, 8, 8
+
     def __init__(self, cfg: InputsConfig, d: int, seed: int):
         super().__init__(cfg, d, seed)
         images, labels = load_digits_arrays()
@@ -182,12 +197,27 @@ class Digits(InputDistribution):
         return Draw(self.x[idx], self.labels[idx])
 
 
+class GaussianImages(Gaussian):
+    """i.i.d. N(0, sigma^2) pixels of ``image_channels`` x ``image_size`` x ``image_size`` images."""
+
+    params = ("image_channels", "image_size")
+
+    @classmethod
+    def dim(cls, cfg: InputsConfig, d: int) -> int:
+        return cfg.image_channels * cfg.image_size**2
+
+    @classmethod
+    def image_shape(cls, cfg: InputsConfig) -> tuple[int, int, int]:
+        return cfg.image_channels, cfg.image_size, cfg.image_size
+
+
 INPUTS: dict[str, type[InputDistribution]] = {
     "gaussian": Gaussian,
     "uniform": Uniform,
     "clusters": Clusters,
     "manifold": Manifold,
     "digits": Digits,
+    "gaussian_images": GaussianImages,
 }
 
 # The InputsConfig fields that belong to one kind or another (each kind lists its own in ``params``).
@@ -207,9 +237,10 @@ def check_inputs(cfg: InputsConfig) -> None:
 def check_dim(cfg: InputsConfig, d: int, d_is_default: bool) -> None:
     """Raise ``ValueError`` when the teacher's ``d`` contradicts the kind (fixed dimension, latent_dim > d)."""
     kind = INPUTS[cfg.kind]
-    if kind.fixed_dim is not None and not d_is_default and d != kind.fixed_dim:
-        raise ValueError(f"{cfg.kind} inputs have {kind.fixed_dim} dimensions but teacher.d = {d}; "
-                         f"drop teacher.d (the dimension follows from inputs.kind) or set it to {kind.fixed_dim}")
+    fixed = kind.dim(cfg, d)
+    if not d_is_default and d != fixed:
+        raise ValueError(f"{cfg.kind} inputs have {fixed} dimensions but teacher.d = {d}; "
+                         f"drop teacher.d (the dimension follows from inputs.kind) or set it to {fixed}")
     if "latent_dim" in kind.params and cfg.latent_dim > kind.dim(cfg, d):
         raise ValueError(f"inputs.latent_dim ({cfg.latent_dim}) must not exceed the input dimension teacher.d ({d})")
 

@@ -33,7 +33,7 @@ class Trainer:
         self.steps_per_epoch, self.total_steps = cfg.steps_per_epoch, cfg.total_steps
         self.measure_at = measure_steps(cfg.measure, self.steps_per_epoch, self.total_steps)
         self.events = event_steps(cfg, self.steps_per_epoch, self.total_steps)
-        self.measure_chunk = measure_chunk(problem.widths, cfg.inputs.eval_samples, self.ens.params[0].element_size(),
+        self.measure_chunk = measure_chunk(problem.activation_widths, cfg.inputs.eval_samples, self.ens.params[0].element_size(),
                                            memory_budget)
         self.step = 0
         K = self.ens.K

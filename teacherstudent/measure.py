@@ -73,6 +73,8 @@ def _buffer(ws: dict, key, shape: tuple[int, ...], like: torch.Tensor) -> torch.
 def forward_eval_T(ens, x_NxD: torch.Tensor, ws: dict) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Feature-major ``ens.forward(x, train=False)``: hidden ``[K, n_l, N]`` and output ``[K, C, N]``,
     computed into reused buffers so that reductions over samples run along contiguous memory."""
+    if hasattr(ens, "forward_T"):  # an architecture with its own layout (conv: positions as samples)
+        return ens.forward_T(x_NxD, ws)
     if ens.batchnorm:
         hidden, out = ens.forward(x_NxD, train=False)
         return [h.transpose(1, 2) for h in hidden], out.transpose(1, 2)

@@ -101,8 +101,10 @@ STEPPERS: dict[str, type[Stepper]] = {"fused_sgd": FusedSGD, "fast": Fast, "auto
 
 def choose(problem: Problem) -> str:
     """The stepper ``training.backend`` asks for: ``auto`` takes the fast path whenever it
-    applies (no BatchNorm), fused when the optimiser is plain SGD."""
+    applies (mlp students without BatchNorm), fused when the optimiser is plain SGD."""
     t = problem.cfg.training
+    if problem.cfg.arch != "mlp":  # the hand-written paths cover stacked fully connected students only
+        return "autograd"
     fast = t.backend == "fast" or (t.backend == "auto" and not problem.ens.batchnorm)
     if not fast:
         return "autograd"

@@ -1,0 +1,167 @@
+"""Architectures (``arch``): how a config becomes its teacher and its student ensemble.
+
+``ARCHITECTURES[name]`` is one small class per architecture: ``check(cfg)`` (raise
+``ValueError`` for settings that do nothing or are not supported under it; called by
+config validation), ``teacher(cfg, inputs)``, ``students(cfg, teacher, d, device, dtype)``,
+and for the probes ``ensemble(cfg, params, batchnorm)`` (an ensemble from a state),
+``fresh_params(cfg, widths, seeds)`` (fresh float64 initial weights of given hidden widths,
+one member per seed), ``fanout(params)`` (each hidden node's fan-out norm ``[K, n_l]``) and
+``prune(state, kept, batchnorm)`` (the state keeping nodes ``kept``).
+
+``mlp``: the stacked fully connected students (ensemble.py); ``conv``: convolutional
+teacher and students (conv.py), whose nodes are channels.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+if TYPE_CHECKING:  # config imports this module (no import cycle at run time)
+    from .config import ExperimentConfig
+
+
+class Architecture:
+    name: ClassVar[str] = ""
+
+    def check(self, cfg: ExperimentConfig) -> None:
+        pass
+
+    def teacher(self, cfg: ExperimentConfig, inputs) -> Any:
+        raise NotImplementedError
+
+    def students(self, cfg: ExperimentConfig, teacher, d: int, device, dtype) -> Any:
+        raise NotImplementedError
+
+    def ensemble(self, cfg: ExperimentConfig, params: list[torch.Tensor], batchnorm: bool) -> Any:
+        raise NotImplementedError
+
+    def fresh_params(self, cfg: ExperimentConfig, widths: list[int], seeds: list[int]) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def fanout(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def prune(self, state: list[torch.Tensor], kept: list[torch.Tensor], batchnorm: bool) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+
+def _stack(members: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    return [torch.stack([m[i] for m in members]) for i in range(len(members[0]))]
+
+
+class Mlp(Architecture):
+    name = "mlp"
+
+    def teacher(self, cfg, inputs):
+        from .labels import data_teacher
+
+        return data_teacher(cfg, inputs)  # inputs.labels may widen it
+
+    def students(self, cfg, teacher, d, device, dtype):
+        from .ensemble import Ensemble
+        from .lucky import plant_lucky
+
+        widths = [cfg.student.multiplier * m for m in cfg.teacher.widths]
+        ens = Ensemble.create(widths, d, teacher.outputs, cfg.student, device, dtype)
+        plant_lucky(ens, teacher, cfg.student)  # student.lucky_nodes (a no-op at 0)
+        return ens
+
+    def ensemble(self, cfg, params, batchnorm):
+        from .ensemble import Ensemble
+
+        return Ensemble(params, batchnorm)
+
+    def fresh_params(self, cfg, widths, seeds):
+        from .ensemble import init_member
+        from .inputs import input_dim
+
+        d, outputs = input_dim(cfg.inputs, cfg.teacher.d), cfg.teacher.outputs
+        return _stack([init_member(widths, d, outputs, s, cfg.student) for s in seeds])
+
+    def fanout(self, params):
+        return [w.double().norm(dim=1) for w in params[2::2]]
+
+    def prune(self, state, kept, batchnorm):
+        from .probes.prune import prune_nodes
+
+        return prune_nodes(state, kept, batchnorm)
+
+
+class Conv(Architecture):
+    """Convolutional teacher and students: ``teacher.widths`` are channels per layer, ``[conv]`` the geometry."""
+
+    name = "conv"
+
+    def check(self, cfg) -> None:
+        from .conv import geometry
+        from .inputs import INPUTS
+
+        t, i, s, tr = cfg.teacher, cfg.inputs, cfg.student, cfg.training
+        if INPUTS[i.kind].image_shape(i) is None:
+            images = sorted(k for k, c in INPUTS.items() if c.image_shape(i) is not None)
+            raise ValueError(f"arch='conv' needs image inputs; set inputs.kind to one of {', '.join(images)} "
+                             f"(got {i.kind!r})")
+        unused = [f"teacher.{f}" for f in t.changed("d")]
+        if unused:
+            raise ValueError(f"{', '.join(unused)} does nothing with arch='conv' (the input size follows from the "
+                             "image inputs: inputs.image_channels/image_size); drop it")
+        refused = [name for name, on in (
+            ("teacher.seeds", t.seeds is not None), ("teacher.batchnorm", t.batchnorm),
+            ("teacher.bias_mode='fixed'/'uniform' (conv tunes biases per channel)", t.bias and t.bias_mode != "tuned"),
+            ("inputs.labels other than 'teacher'", i.labels != "teacher"), ("student.lucky_nodes", s.lucky_nodes != 0),
+            ("training.backend='fast' (conv trains with autograd)", tr.backend == "fast"),
+            ("training.renorm", tr.renorm != "none"),
+        ) if on]
+        if refused:
+            raise ValueError(f"arch='conv' does not support {', '.join(refused)}; drop {'it' if len(refused) == 1 else 'them'} "
+                             "or use arch='mlp'")
+        L = len(t.widths)
+        for name in ("stride", "padding"):
+            v = getattr(cfg.conv, name)
+            if isinstance(v, tuple) and len(v) != L:
+                raise ValueError(f"conv.{name} has {len(v)} values but the teacher has {L} conv layers (teacher.widths); "
+                                 "give one value or one per layer")
+        g = geometry(cfg)
+        sizes = g.sizes()
+        if len(sizes) < L or min(min(hw) for hw in sizes) <= 0:
+            raise ValueError(f"conv layer {len(sizes) - 1} has no output positions: a {g.kernel}x{g.kernel} kernel "
+                             f"does not fit the {g.image[1]}x{g.image[2]} image after the strides "
+                             f"{list(g.strides)} (sizes {sizes}); use fewer layers, smaller strides or more padding")
+        if any(p >= g.kernel for p in g.paddings):
+            raise ValueError(f"conv.padding must be smaller than conv.kernel ({g.kernel}), got {list(g.paddings)}")
+
+    def teacher(self, cfg, inputs):
+        from .conv import make_conv_teacher
+
+        return make_conv_teacher(cfg, inputs)
+
+    def students(self, cfg, teacher, d, device, dtype):
+        from .conv import ConvEnsemble, geometry
+
+        widths = [cfg.student.multiplier * m for m in cfg.teacher.widths]
+        return ConvEnsemble.create(widths, teacher.outputs, geometry(cfg), cfg.student, device, dtype)
+
+    def ensemble(self, cfg, params, batchnorm):
+        from .conv import ConvEnsemble, geometry
+
+        return ConvEnsemble(params, geometry(cfg), batchnorm)
+
+    def fresh_params(self, cfg, widths, seeds):
+        from .conv import geometry, init_conv_member
+
+        return _stack([init_conv_member(widths, cfg.teacher.outputs, geometry(cfg), s, cfg.student) for s in seeds])
+
+    def fanout(self, params):
+        from .conv import fanout_norms
+
+        return [f.double() for f in fanout_norms(params[0::2])]
+
+    def prune(self, state, kept, batchnorm):
+        from .probes.prune import prune_channels
+
+        return prune_channels(state, kept, batchnorm)
+
+
+ARCHITECTURES: dict[str, Architecture] = {"mlp": Mlp(), "conv": Conv()}
