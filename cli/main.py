@@ -56,7 +56,7 @@ def layer_table(folder: Path) -> Table:
 @app.command()
 @user_errors
 def run(
-    config: Optional[Path] = typer.Argument(None, help=escape("TOML file with [teacher], [inputs], [student], [training], [measure] sections.")),
+    config: Optional[Path] = typer.Argument(None, help=escape("TOML file with [teacher], [inputs], [student], [training], [measure] sections (and arch = 'conv' with [conv]).")),
     set_: list[str] = typer.Option([], "--set", help="Override a field: section.key=value (repeatable), e.g. --set student.multiplier=5."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Student seeds, one ensemble member each: 1-8, 1,3,5 or 4."),
     out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds the run folders."),

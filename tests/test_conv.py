@@ -1,0 +1,207 @@
+"""Convolutional teachers and students (arch='conv'): the grouped ensemble against K plain
+``nn.Conv2d`` students, per-channel measurements against numpy, the teacher's per-channel
+tuning, config errors, the CLI, resume, and channel-level lottery probes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from teacherstudent.build import build
+from teacherstudent.config import ExperimentConfig, build_config
+from teacherstudent.conv import ConvEnsemble, as_modules, as_samples
+from teacherstudent.errors import UserError
+from teacherstudent.loop import Trainer
+from teacherstudent.measure import measure
+from teacherstudent.simulate import run_experiment
+from teacherstudent.store import load_torch
+
+from conftest import assert_user_error, invoke, tiny, tiny_overrides
+
+CPU = torch.device("cpu")
+CONV = ("arch='conv'", "inputs.kind='gaussian_images'", "inputs.image_size=6", "inputs.sigma=1.0")
+
+
+def conv(*overrides: str, **fields) -> ExperimentConfig:
+    """``tiny`` as a conv run: 6x6 Gaussian images, channels [4, 6], students x3, 2 members."""
+    return tiny(*CONV, *overrides, **fields)
+
+
+def _plain_training(nets, problem, steps: int, lr: float, momentum: float = 0.0):
+    """Train each ``nn.Module`` with its own ``torch.optim.SGD`` on the run's own batches."""
+    B, data = problem.cfg.training.batch_size, problem.data
+    x, y = data.epoch(0)
+    opts = [torch.optim.SGD(n.parameters(), lr=lr, momentum=momentum) for n in nets]
+    for s in range(steps):
+        xb, yb = x[s * B:(s + 1) * B], y[s * B:(s + 1) * B]
+        for net, opt in zip(nets, opts):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(net(xb), yb).backward()
+            opt.step()
+
+
+@pytest.mark.parametrize("extra", [(), ("student.batchnorm=true",), ("conv.stride=[2, 1]", "conv.padding=[1, 0]")])
+def test_grouped_ensemble_trains_like_k_separate_conv2d_students(extra):
+    cfg = conv("training.dtype='float64'", "training.momentum=0.9", "student.seeds=[0, 1, 2]", *extra)
+    problem = build(cfg, CPU)
+    nets = as_modules(problem.ens)
+    for net in nets:
+        net.eval()  # the evaluation forward (BatchNorm: running statistics)
+    x = problem.data.x_eval[:32]
+    hidden, out = problem.ens.forward(x)
+    for k, net in enumerate(nets):  # the forward, layer by layer (positions as samples)
+        torch.testing.assert_close(out[k], net(x), rtol=0, atol=1e-12)
+        h, l = x, 0
+        for mod in net:
+            h = mod(h)
+            if isinstance(mod, torch.nn.ReLU):
+                torch.testing.assert_close(hidden[l][k], as_samples(h), rtol=0, atol=1e-12)
+                l += 1
+    for net in nets:
+        net.train()
+    tr = Trainer(problem)
+    assert tr.backend == "autograd"
+    tr.train_until(6)
+    _plain_training(nets, problem, 6, cfg.training.lr, 0.9)
+    for k, net in enumerate(nets):
+        ref = as_modules(problem.ens.slice(k, k + 1))[0]
+        for (name, a), b in zip(net.state_dict().items(), ref.state_dict().values()):
+            if name.endswith("num_batches_tracked"):
+                continue
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-10, msg=lambda m: f"member {k} {name}: {m}")
+
+
+def test_channel_correlation_and_fanout_equal_their_definitions():
+    cfg = conv("training.dtype='float64'")
+    p = build(cfg, CPU)
+    with torch.no_grad():
+        for w in p.ens.weights:
+            w.add_(0.3 * torch.randn_like(w))
+    snap = measure(p.ens, p.data.x_eval, p.data.y_eval, p.data.teacher_hidden_eval, 0)
+    t_maps, _ = p.teacher.maps(p.data.x_eval)
+    for k, net in enumerate(as_modules(p.ens)):
+        h, s_maps = p.data.x_eval, []
+        for mod in net:
+            h = mod(h)
+            if isinstance(mod, torch.nn.ReLU):
+                s_maps.append(h.detach())
+        for l, (tm, sm) in enumerate(zip(t_maps, s_maps)):
+            # every position of every image is a sample of a channel
+            t = tm.transpose(0, 1).reshape(tm.shape[1], -1).numpy()
+            s = sm.transpose(0, 1).reshape(sm.shape[1], -1).numpy()
+            ref = np.corrcoef(np.concatenate([t, s]))[: len(t), len(t):]
+            ref = np.where(s.std(1)[None, :] > 0, ref, 0.0)  # dead channels correlate 0
+            np.testing.assert_allclose(snap.corr[l][k].numpy(), ref, atol=1e-5)
+        conv_next = [w[k] for w in p.ens.weights]
+        for l in range(len(conv_next) - 1):
+            nxt = conv_next[l + 1]
+            n = conv_next[l].shape[0]
+            if nxt.dim() == 4:  # [out, in, k, k]: everything read from input channel j
+                ref = torch.stack([nxt[:, j].norm() for j in range(n)])
+            else:  # readout columns of channel j
+                P = nxt.shape[1] // n
+                ref = torch.stack([nxt[:, j * P:(j + 1) * P].norm() for j in range(n)])
+            torch.testing.assert_close(snap.fanout[l][k].double(), ref, rtol=1e-6, atol=1e-7)
+    assert sum(bool((c.abs() > 0).any()) for c in snap.corr) == len(snap.corr)
+
+
+def test_conv_teacher_tunes_every_channel_and_decays_strength():
+    cfg = conv("teacher.firing=[0.3, 0.6]", "teacher.strength_decay=1.0", "teacher.weights='gaussian'")
+    p = build(cfg, CPU)
+    t = p.teacher
+    from teacherstudent.inputs import make_inputs
+    from teacherstudent.seeds import seeded
+
+    ref = make_inputs(cfg.inputs, cfg.teacher.d, cfg.teacher.seed).sample(cfg.teacher.reference_samples, seeded(0))
+    hidden, y = t.maps(ref)
+    for h, frac in zip(hidden, (0.3, 0.6)):
+        fires = (h > 0).transpose(0, 1).reshape(h.shape[1], -1).double().mean(1)
+        assert (fires - frac).abs().max() < 0.01, fires
+    strength = (1.0 + torch.arange(4, dtype=torch.float64)) ** -1.0
+    w1 = t.weights[1] / strength[None, :, None, None]  # undo the decay: unit-norm rows again
+    torch.testing.assert_close(w1.flatten(1).norm(dim=1), torch.ones(6, dtype=torch.float64))
+    assert t.weights[1].shape == (6, 4, 3, 3) and t.weights[-1].shape == (10, 6 * 36)
+    torch.testing.assert_close(y.mean(0), torch.zeros(10, dtype=torch.float64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(y.std(0), torch.ones(10, dtype=torch.float64))
+    assert p.widths == [12, 18] and p.teacher_widths == [4, 6] and p.activation_widths == [12 * 36, 18 * 36]
+
+
+def test_digits_are_1x8x8_images():
+    p = build(tiny("arch='conv'", "inputs.kind='digits'", "teacher.widths=[3]", "teacher.reference_samples=500"), CPU)
+    assert p.ens.geom.image == (1, 8, 8) and p.teacher.weights[0].shape == (3, 1, 3, 3)
+    assert p.data.teacher_hidden_eval[0].shape == (256 * 64, 3)
+
+
+@pytest.mark.parametrize("sets, words", [
+    (("conv.stride=2",), "conv.stride does nothing unless arch='conv'"),
+    (("arch='conv'",), "arch='conv' needs image inputs; set inputs.kind to one of digits, gaussian_images"),
+    ((*CONV, "teacher.d=36"), "teacher.d does nothing with arch='conv'"),
+    ((*CONV, "student.lucky_nodes=1"), "does not support student.lucky_nodes"),
+    ((*CONV, "training.backend='fast'"), "training.backend='fast'"),
+    ((*CONV, "inputs.labels='permuted'"), "inputs.labels other than 'teacher'"),
+    ((*CONV, "teacher.bias_mode='fixed'"), "teacher.bias_mode='fixed'/'uniform'"),
+    ((*CONV, "conv.stride=[1, 1, 1]"), "conv.stride has 3 values but the teacher has 2 conv layers"),
+    ((*CONV, "conv.stride=2", "conv.padding=0"), "has no output positions"),
+    ((*CONV, "conv.padding=-1"), "conv.padding must be non-negative"),
+    ((*CONV, "conv.padding=3"), "conv.padding must be smaller than conv.kernel"),
+    (("arch='resnet'",), "unknown architecture 'resnet'; known: conv, mlp"),
+    (("inputs.image_size=4",), "inputs.image_size is only used by kind=gaussian_images"),
+])
+def test_conv_config_errors(sets, words):
+    with pytest.raises(UserError) as err:
+        tiny(*sets)
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_default_run_id_unchanged_and_conv_fields_hidden_at_default():
+    assert ExperimentConfig().run_id == "default-44136fa355"  # main's default run id
+    assert "arch" not in ExperimentConfig().canonical() and "conv" not in ExperimentConfig().canonical()
+    assert build_config({"inputs": {"kind": "gaussian_images"}}).canonical()["inputs"] == {"kind": "gaussian_images"}
+    assert conv("conv.kernel=5", "conv.padding=2").canonical()["conv"] == {"kernel": 5, "padding": 2}
+
+
+def test_conv_run_through_the_cli_writes_the_tables_and_the_figure(tmp_path):
+    sets = [a for s in tiny_overrides(*CONV) for a in ("--set", s)]
+    result = invoke("run", "--out", tmp_path, "--device", "cpu", *sets)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / conv().run_id
+    assert json.loads((folder / "meta.json").read_text())["backend"] == "autograd"
+    tn = pd.read_parquet(folder / "teacher_nodes.parquet")
+    sn = pd.read_parquet(folder / "student_nodes.parquet")
+    assert sorted(tn.groupby("layer").teacher_node.nunique()) == [4, 6]
+    assert sorted(sn.groupby("layer").student_node.nunique()) == [12, 18]
+    m = pd.read_parquet(folder / "metrics.parquet")
+    assert {"best_corr_mean", "loss"} <= set(m.metric)
+    assert np.load(folder / "corr.npz")["step_16_layer_1"].shape == (2, 6, 18)
+    assert (folder / "best_corr.png").exists()
+    bad = invoke("run", "--out", tmp_path / "x", "--device", "cpu", *sets, "--set", "conv.kernel=0")
+    assert_user_error(bad)
+    assert not (tmp_path / "x").exists()
+
+
+def test_conv_run_resumes_bit_identical(tmp_path):
+    cfg = conv("student.batchnorm=true", "training.momentum=0.9", "training.epochs=3")
+    whole = run_experiment(cfg, tmp_path / "a", device="cpu")
+    part = run_experiment(cfg, tmp_path / "b", device="cpu", max_steps=10)
+    assert json.loads((part / "status.json").read_text())["state"] == "interrupted"
+    run_experiment(cfg, tmp_path / "b", device="cpu")
+    for a, b in zip(load_torch(whole / "checkpoints" / "final.pt")["weights"],
+                    load_torch(part / "checkpoints" / "final.pt")["weights"], strict=True):
+        assert torch.equal(a, b)
+    for t in ("metrics", "teacher_nodes", "student_nodes"):
+        pd.testing.assert_frame_equal(pd.read_parquet(whole / f"{t}.parquet"), pd.read_parquet(part / f"{t}.parquet"))
+
+
+def test_slices_share_storage_and_measure_in_chunks_alike():
+    p = build(conv("student.seeds=[0, 1, 2]"), CPU)
+    d = p.data
+    whole = measure(p.ens, d.x_eval, d.y_eval, d.teacher_hidden_eval, 0)
+    chunked = measure(p.ens, d.x_eval, d.y_eval, d.teacher_hidden_eval, 0, member_chunk=2)
+    for a, b in zip(whole.corr, chunked.corr):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(whole.eval_loss, chunked.eval_loss)
+    assert isinstance(p.ens.slice(1, 2), ConvEnsemble) and p.ens.slice(1, 2).params[0].data_ptr() == p.ens.params[0][1].data_ptr()
