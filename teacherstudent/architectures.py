@@ -81,7 +81,9 @@ class Mlp(Architecture):
         return _stack([init_member(widths, d, outputs, s, cfg.student) for s in seeds])
 
     def fanout(self, params):
-        return [w.double().norm(dim=1) for w in params[2::2]]
+        from .probes.select import fanout_scores
+
+        return fanout_scores(params)
 
     def prune(self, state, kept, batchnorm):
         from .probes.prune import prune_nodes

@@ -205,3 +205,90 @@ def test_slices_share_storage_and_measure_in_chunks_alike():
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(whole.eval_loss, chunked.eval_loss)
     assert isinstance(p.ens.slice(1, 2), ConvEnsemble) and p.ens.slice(1, 2).params[0].data_ptr() == p.ens.params[0][1].data_ptr()
+
+
+# ---- channel-level lottery probes ---------------------------------------------------------
+
+def _masked_full(state, kept, widths):
+    """The parent's full-size state with every pruned channel's fan-in, bias and fan-out zeroed
+    (written out channel by channel), and its masks."""
+    params = [t.clone() for t in state]
+    masks = [torch.zeros_like(t, dtype=torch.bool) for t in params]
+    L = len(kept)
+    for k in range(params[0].shape[0]):
+        for l in range(L + 1):
+            rows = kept[l][k].tolist() if l < L else range(params[2 * l].shape[1])
+            cols = kept[l - 1][k].tolist() if l > 0 else range(params[0].shape[2])
+            for i in rows:
+                masks[2 * l + 1][k, i] = True
+                for j in cols:
+                    if params[2 * l].dim() == 5:
+                        masks[2 * l][k, i, j] = True
+                    else:
+                        P = params[2 * l].shape[2] // widths[-1]
+                        masks[2 * l][k, i, j * P:(j + 1) * P] = True
+    return [p * m for p, m in zip(params, masks)], masks
+
+
+def test_channel_pruning_keeps_exactly_the_chosen_channels_and_pruned_ones_stay_zero(tmp_path):
+    from teacherstudent.probes.lottery import run_lottery
+    from teacherstudent.probes.prune import prune_channels
+    from teacherstudent.probes.runs import load_probe
+
+    cfg = conv("training.dtype='float64'", "student.seeds=[0, 1]")
+    parent = run_experiment(cfg, tmp_path, device="cpu")
+    (child,) = run_lottery(parent, root=tmp_path, keep=0.5, by="fanout", rewind="init", device="cpu")
+    kept = load_probe(child)["kept"]
+    assert [k.shape for k in kept] == [(2, 6), (2, 9)]
+    init = load_torch(parent / "checkpoints" / "init.pt")["weights"]
+    final = load_torch(parent / "checkpoints" / "final.pt")["weights"]
+    from teacherstudent.conv import fanout_norms
+
+    for l, f in enumerate(fanout_norms(final[0::2])):  # the kept channels are each member's top fan-out
+        assert torch.equal(kept[l], f.argsort(dim=1, descending=True, stable=True)[:, :kept[l].shape[1]].sort(1).values)
+    child_init = load_torch(child / "checkpoints" / "init.pt")["weights"]
+    # at rewind: exactly the parent's initial values of the kept channels, nothing else
+    for k in range(2):
+        w0, w1, R = init[0][k], init[2][k], init[4][k]
+        torch.testing.assert_close(child_init[0][k], w0[kept[0][k]], rtol=0, atol=0)
+        torch.testing.assert_close(child_init[2][k], w1[kept[1][k]][:, kept[0][k]], rtol=0, atol=0)
+        torch.testing.assert_close(child_init[4][k], R.reshape(10, 18, 36)[:, kept[1][k]].reshape(10, -1), rtol=0, atol=0)
+        torch.testing.assert_close(child_init[1][k], init[1][k][kept[0][k]], rtol=0, atol=0)
+    assert all(torch.equal(a, b) for a, b in zip(prune_channels(init, kept), child_init))
+    # retraining the pruned students = training the full-size ones with the pruned channels held at zero
+    full, masks = _masked_full(init, kept, [12, 18])
+    ens = ConvEnsemble([t.clone() for t in full], build(cfg, CPU).ens.geom)
+
+    def hold():
+        with torch.no_grad():
+            for p, m in zip(ens.params, masks):
+                p.mul_(m)
+
+    ens.after_step = hold
+    tr = Trainer(build(cfg, CPU, ensemble=ens))
+    tr.train_until(cfg.total_steps)
+    trained = prune_channels([p.detach() for p in ens.params], kept)
+    child_final = load_torch(child / "checkpoints" / "final.pt")["weights"]
+    for a, b in zip(trained, child_final):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    assert all(bool((p[~m] == 0).all()) for p, m in zip(ens.params, masks))
+    assert sorted(pd.read_parquet(child / "student_nodes.parquet").groupby("layer").student_node.nunique()) == [6, 9]
+
+
+def test_conv_magnitude_pruning_is_refused_and_reinit_probes_redraw_channels(tmp_path):
+    from teacherstudent.probes.lottery import run_lottery
+    from teacherstudent.probes.reinit import run_reinit
+
+    parent = run_experiment(conv(), tmp_path, device="cpu")
+    with pytest.raises(UserError, match="prune channels with --by fanout, alignment or random"):
+        run_lottery(parent, root=tmp_path, keep=0.5, by="magnitude", device="cpu")
+    (child,) = run_lottery(parent, root=tmp_path, keep=0.5, by="random", rewind="reinit", device="cpu")
+    assert load_torch(child / "checkpoints" / "init.pt")["weights"][2].shape == (2, 9, 6, 3, 3)
+    folder = run_reinit(parent, root=tmp_path, nodes="random", device="cpu")
+    a = load_torch(parent / "checkpoints" / "init.pt")["weights"]
+    b = load_torch(folder / "checkpoints" / "init.pt")["weights"]
+    for l in range(2):  # whole channels (fan-in and bias) redrawn, the others untouched
+        changed = (a[2 * l] != b[2 * l]).flatten(2).any(2)
+        assert torch.equal(changed, (a[2 * l] != b[2 * l]).flatten(2).all(2)) and changed.any()
+        assert torch.equal(changed, a[2 * l + 1] != b[2 * l + 1])
+    assert torch.equal(a[4], b[4])

@@ -17,16 +17,18 @@ from typing import Callable
 
 import torch
 
+from ..architectures import ARCHITECTURES
 from ..config import ExperimentConfig, LotteryProbe, probe_config
 from ..ensemble import Ensemble
+from ..errors import UserError
 from ..inputs import input_dim
 from ..simulate import pick_device, run_experiment
 from ..store import load_torch
 from . import report
-from .prune import MaskedEnsemble, fan_in_of_masks, fan_in_of_nodes, node_masks, prune_nodes, rescale, widths_of
+from .prune import MaskedEnsemble, fan_in_of_masks, fan_in_of_nodes, node_masks, rescale, widths_of
 from .rewind import checkpoint_state, fresh_params, rewind_step
 from .runs import annotate, child_config, finished_parent, is_complete, load_probe
-from .select import alignment_scores, fanout_scores, random_scores, select_nodes, select_weights
+from .select import alignment_scores, random_scores, select_nodes, select_weights
 
 Progress = Callable[[str, int, int], None]
 
@@ -48,6 +50,9 @@ def lottery_plan(run: str | Path, spec: LotteryProbe | dict | None = None, root:
     or its fields: ``keep``, ``by``, ``scope``, ``rewind``, ``rounds``, ``seed``), all checked."""
     parent, pcfg = finished_parent(run, root)
     spec = probe_config(LotteryProbe, spec, **fields, parent=parent.name)
+    if pcfg.arch == "conv" and spec.by == "magnitude":
+        raise UserError(f"{parent.name} has convolutional students: prune channels with --by fanout, alignment or "
+                        "random (weight-level magnitude pruning is for arch='mlp' runs)")
     return parent, pcfg, lottery_configs(parent, pcfg, spec, overrides)
 
 
@@ -71,6 +76,7 @@ def _round(cfg: ExperimentConfig, parent: Path, pcfg: ExperimentConfig, source: 
            on_progress: Progress | None, command: list[str] | None) -> None:
     p = cfg.probe
     L, seeds, bn = len(pcfg.teacher.widths), pcfg.student.seeds, pcfg.student.batchnorm
+    arch = ARCHITECTURES[pcfg.arch]  # conv: nodes are channels
     widths = [pcfg.student.multiplier * m for m in pcfg.teacher.widths]
     d, outputs = input_dim(pcfg.inputs, pcfg.teacher.d), pcfg.teacher.outputs
     keep_r = p.keep ** (p.round / p.rounds)
@@ -83,7 +89,7 @@ def _round(cfg: ExperimentConfig, parent: Path, pcfg: ExperimentConfig, source: 
         node_map = [torch.arange(n).repeat(len(seeds), 1) for n in widths]
         extra_rows = {"kept_weight_frac": [m.double().mean((1, 2)) for m in masks[:L]]}
     else:
-        scores = {"fanout": lambda: fanout_scores(src), "alignment": lambda: alignment_scores(source, p.rule),
+        scores = {"fanout": lambda: arch.fanout(src), "alignment": lambda: alignment_scores(source, p.rule),
                   "random": lambda: random_scores(widths_of(src), seeds, p.seed, p.round)}[p.by]()
         idx = select_nodes(scores, keep_r, p.scope, widths)
         kept = [prev["node_map"][l].gather(1, i) if prev else i for l, i in enumerate(idx)]
@@ -96,13 +102,13 @@ def _round(cfg: ExperimentConfig, parent: Path, pcfg: ExperimentConfig, source: 
         else:
             state = checkpoint_state(parent, rewind_step(p.rewind))
             if kept is not None:
-                state = prune_nodes(state, kept, bn)
+                state = arch.prune(state, kept, bn)
             if p.rewind == "rescaled":
                 fan_kept = fan_in_of_masks(masks) if masks is not None else fan_in_of_nodes(kept, d, outputs)
                 state = rescale(state[:2 * (L + 1)], [d, *widths], fan_kept) + state[2 * (L + 1):]
             fresh_bn = False
         params = [t.to(dev, dtype).clone() for t in state[:2 * (L + 1)]]
-        ens = MaskedEnsemble(params, bn, masks) if masks is not None else Ensemble(params, bn)
+        ens = MaskedEnsemble(params, bn, masks) if masks is not None else arch.ensemble(pcfg, params, bn)
         if not fresh_bn:
             ens.load_state([t.to(dev, dtype) for t in state])
             if masks is not None:

@@ -51,6 +51,34 @@ def prune_nodes(state: list[torch.Tensor], kept: list[torch.Tensor], batchnorm: 
     return out + per_node
 
 
+def prune_channels(state: list[torch.Tensor], kept: list[torch.Tensor], batchnorm: bool = False) -> list[torch.Tensor]:
+    """``prune_nodes`` for convolutional students (arch='conv', conv.py): channel ``j`` of layer ``l``
+    is ``W_l[:, j]`` (out-channel), ``b_l[:, j]`` and ``W_{l+1}[:, :, j]`` (in-channel), or for the last
+    conv layer the readout columns ``j*P .. (j+1)*P - 1``; new tensors, ``state`` untouched."""
+    params, bn_params, bn_buffers = split_state(state, len(kept), batchnorm)
+    out = []
+    for l in range(len(kept) + 1):
+        w, b = params[2 * l], params[2 * l + 1]
+        K = w.shape[0]
+        if l < len(kept):
+            idx = kept[l].to(w.device)
+            w = w.gather(1, idx.reshape(K, -1, 1, 1, 1).expand(-1, -1, *w.shape[2:]))
+            b = b.gather(1, idx)
+        if l > 0:
+            idx = kept[l - 1].to(w.device)
+            c = idx.shape[1]
+            if w.dim() == 5:
+                w = w.gather(2, idx.reshape(K, 1, c, 1, 1).expand(-1, w.shape[1], -1, *w.shape[3:]))
+            else:  # the readout: every position of a kept channel
+                n = params[2 * (l - 1)].shape[1]
+                rows, P = w.shape[1], w.shape[2] // n
+                w = w.reshape(K, rows, n, P).gather(2, idx.reshape(K, 1, c, 1).expand(-1, rows, -1, P)).reshape(K, rows, c * P)
+        out += [w.clone(), b.clone()]
+    per_node = [_rows(t, kept[i // 2]).clone() for i, t in enumerate(bn_params)]
+    per_node += [_rows(t, kept[i // 2]).clone() for i, t in enumerate(bn_buffers)]
+    return out + per_node
+
+
 def node_masks(kept: list[torch.Tensor], widths: list[int]) -> list[torch.Tensor]:
     """Boolean ``[K, n_l]`` per layer: True for kept nodes."""
     return [torch.zeros(idx.shape[0], n, dtype=torch.bool).scatter_(1, idx, True) for idx, n in zip(kept, widths)]
@@ -84,7 +112,7 @@ def rescale(params: list[torch.Tensor], fan_in_full: list[int], fan_in_kept: lis
     for l, (full, kept) in enumerate(zip(fan_in_full, fan_in_kept)):
         w, b = params[2 * l], params[2 * l + 1]
         f = torch.sqrt(full / kept.clamp_min(1).to(torch.float64)).to(w.device, w.dtype)
-        out += [w * f[..., None], b * f]
+        out += [w * f.reshape(*f.shape, *(1,) * (w.dim() - 2)), b * f]  # conv rows: [K, n, in, k, k]
     return out
 
 

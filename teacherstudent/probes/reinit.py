@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..architectures import ARCHITECTURES
 from ..config import ExperimentConfig, ReinitProbe, probe_config
 from ..ensemble import Ensemble
 from ..errors import UserError
@@ -80,9 +81,10 @@ def run_reinit(run: str | Path, spec: ReinitProbe | dict | None = None, *, root:
         fresh = fresh_params(pcfg, widths, seed, 0)
         for l, c in enumerate(chosen):
             w, b = state[2 * l], state[2 * l + 1]
-            state[2 * l] = torch.where(c[..., None], fresh[2 * l].to(w.dtype), w)
+            state[2 * l] = torch.where(c.reshape(*c.shape, *(1,) * (w.dim() - 2)), fresh[2 * l].to(w.dtype), w)
             state[2 * l + 1] = torch.where(c, fresh[2 * l + 1].to(b.dtype), b)
-        ens = Ensemble([t.to(dev, dtype).clone() for t in state[:2 * (L + 1)]], pcfg.student.batchnorm)
+        ens = ARCHITECTURES[pcfg.arch].ensemble(pcfg, [t.to(dev, dtype).clone() for t in state[:2 * (L + 1)]],
+                                                pcfg.student.batchnorm)
         ens.load_state([t.to(dev, dtype) for t in state])
         return ens
 

@@ -18,7 +18,6 @@ import torch
 
 from ..config import ExperimentConfig
 from ..seeds import Stream, generator
-from ..ensemble import init_member
 from ..errors import UserError
 from ..store import load_torch
 
@@ -57,9 +56,7 @@ def checkpoint_state(folder: Path, step: int) -> list[torch.Tensor]:
 
 def fresh_params(cfg: ExperimentConfig, widths: list[int], probe_seed: int, stream: int) -> list[torch.Tensor]:
     """Freshly initialised ``[W_0, b_0, ...]`` of the given hidden widths, float64, one member per student seed."""
-    from ..inputs import input_dim
+    from ..architectures import ARCHITECTURES
 
-    d, outputs = input_dim(cfg.inputs, cfg.teacher.d), cfg.teacher.outputs
-    members = [init_member(widths, d, outputs, generator(probe_seed, Stream.PROBE_FRESH, s, stream).initial_seed(), cfg.student)
-               for s in cfg.student.seeds]
-    return [torch.stack([m[i] for m in members]) for i in range(len(members[0]))]
+    seeds = [generator(probe_seed, Stream.PROBE_FRESH, s, stream).initial_seed() for s in cfg.student.seeds]
+    return ARCHITECTURES[cfg.arch].fresh_params(cfg, widths, seeds)
