@@ -22,7 +22,7 @@ import torch
 from .config import ExperimentConfig
 from .seeds import Stream, generator
 from .inputs import make_inputs
-from .labels import data_teacher
+from .architectures import ARCHITECTURES
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def coactivation(active_NxM: torch.Tensor) -> torch.Tensor:
 def inspect_teacher(cfg: ExperimentConfig, samples: int | None = None) -> TeacherReport:
     """Statistics of the data teacher of ``cfg`` on its evaluation inputs (``samples`` of them; default the run's)."""
     inputs = make_inputs(cfg.inputs, cfg.teacher.d, cfg.teacher.seed)
-    teacher = data_teacher(cfg, inputs)
+    teacher = ARCHITECTURES[cfg.arch].teacher(cfg, inputs)  # conv: channels, positions as samples
     n = samples or cfg.inputs.eval_samples
     x = inputs.sample(n, generator(cfg.inputs.seed, Stream.EVAL), split="eval")
     hidden, y = teacher.forward(x)

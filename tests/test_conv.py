@@ -292,3 +292,14 @@ def test_conv_magnitude_pruning_is_refused_and_reinit_probes_redraw_channels(tmp
         assert torch.equal(changed, (a[2 * l] != b[2 * l]).flatten(2).all(2)) and changed.any()
         assert torch.equal(changed, a[2 * l + 1] != b[2 * l + 1])
     assert torch.equal(a[4], b[4])
+
+
+def test_gaussian_images_statistics():
+    from teacherstudent.inputs import make_inputs
+    from teacherstudent.seeds import seeded
+
+    cfg = build_config({"inputs": {"kind": "gaussian_images", "image_channels": 2, "image_size": 5, "sigma": 3.0}})
+    x = make_inputs(cfg.inputs, cfg.teacher.d, 0).sample(20000, seeded(1))
+    assert x.shape == (20000, 50) and x.dtype == torch.float64
+    assert x.mean().abs() < 0.01 and (x.std(0) / 3.0 - 1).abs().max() < 0.03
+    assert (torch.corrcoef(x[:, :6].T) - torch.eye(6)).abs().max() < 0.03

@@ -30,8 +30,9 @@ def cov(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_registry_names_and_unknown_kind_lists_them():
-    assert set(INPUTS) == {"gaussian", "uniform", "clusters", "manifold", "digits"}
-    with pytest.raises(UserError, match="unknown input kind 'moons'; known: clusters, digits, gaussian, manifold, uniform"):
+    assert set(INPUTS) == {"gaussian", "uniform", "clusters", "manifold", "digits", "gaussian_images"}
+    with pytest.raises(UserError, match="unknown input kind 'moons'; known: clusters, digits, gaussian, gaussian_images, "
+                       "manifold, uniform"):
         load_config(overrides=['inputs.kind="moons"'])
 
 
