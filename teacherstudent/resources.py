@@ -79,14 +79,26 @@ def estimate(cfg, memory_budget: float = DEFAULT_BUDGET) -> Estimate:
     parts["teacher reference inputs"] = t.reference_samples * (d + max(tw)) * 4
     dims = [d, *sw, C]
     weights = K * sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+    pos = [1] * len(sw)
+    if cfg.arch == "conv":  # channels at every position: activations per sample are n_l * P_l
+        from .conv import geometry, layer_shapes
+
+        g = geometry(cfg)
+        pos = g.positions()
+        weights = K * sum(math.prod(shape) + shape[0] for shape in layer_shapes(sw, C, g))
+        parts["evaluation set"] += i.eval_samples * sum(m * (p - 1) for m, p in zip(tw, pos)) * item
+        parts["teacher reference inputs"] = t.reference_samples * (d + max(m * p for m, p in zip(tw, pos))) * 8
+    sw = [n * p for n, p in zip(sw, pos)]
     state = {"adam": 2, "sgd": 1 if tr.momentum > 0 else 0}.get(tr.optimizer, 2)
     # weights, gradients, optimiser state, and the copies checkpoints make (init, latest, final)
     parts["students"] = weights * item * (2 + state) + weights * 4 * 2
     per_member_step = 3 * tr.batch_size * (sum(sw) + C) * item
     parts["step activations"] = min(K * per_member_step, max(per_member_step, int(memory_budget)))
+    if cfg.arch == "conv":  # one grouped convolution over all members (no chunking)
+        parts["step activations"] = K * per_member_step
     per_member_eval = i.eval_samples * (sum(sw) * 2 + 1) * item
     parts["measurement activations"] = min(K * per_member_eval, max(per_member_eval, 512 * 2**20))
-    parts["correlations"] = K * sum(m * n for m, n in zip(tw, sw)) * 8 * 3
+    parts["correlations"] = K * sum(m * n // p for m, n, p in zip(tw, sw, pos)) * 8 * 3
     events = event_count(cfg)
     parts["event steps"] = events * EVENT_BYTES
     return Estimate(parts, cfg.total_steps, events)

@@ -303,3 +303,13 @@ def test_gaussian_images_statistics():
     assert x.shape == (20000, 50) and x.dtype == torch.float64
     assert x.mean().abs() < 0.01 and (x.std(0) / 3.0 - 1).abs().max() < 0.03
     assert (torch.corrcoef(x[:, :6].T) - torch.eye(6)).abs().max() < 0.03
+
+
+def test_memory_estimate_counts_every_position():
+    from teacherstudent.resources import estimate
+
+    small, big = estimate(conv()), estimate(conv("inputs.image_size=12"))
+    for e, P in ((small, 36), (big, 144)):  # 2 members x 3 x batch 64 x ((12 + 18) channels x P positions + 10 outputs)
+        assert e.parts["step activations"] == 2 * 3 * 64 * (30 * P + 10) * 4
+    params = sum(p.numel() for p in build(conv(), CPU).ens.params)
+    assert small.parts["students"] == params * 4 * 2 + params * 4 * 2  # float32 weights and grads, 2 fp32 copies
