@@ -22,7 +22,7 @@ import pandas as pd
 from teacherstudent.config import ExperimentConfig
 from teacherstudent.summary import read_table
 
-EPOCHS = (1, 4, 10)
+EPOCHS = (1, 4, 8)
 
 
 def arms(base: ExperimentConfig) -> dict[str, ExperimentConfig]:

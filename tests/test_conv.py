@@ -313,3 +313,13 @@ def test_memory_estimate_counts_every_position():
         assert e.parts["step activations"] == 2 * 3 * 64 * (30 * P + 10) * 4
     params = sum(p.numel() for p in build(conv(), CPU).ens.params)
     assert small.parts["students"] == params * 4 * 2 + params * 4 * 2  # float32 weights and grads, 2 fp32 copies
+
+
+def test_benchmark_variants_compute_the_grouped_forward():
+    from teacherstudent_benchmarks.conv_bench import VARIANTS
+
+    p = build(conv("training.dtype='float64'", "student.seeds=[0, 1, 2]", "conv.stride=[2, 1]"), CPU)
+    x = p.data.x_eval[:16]
+    ref = p.ens.output(x)
+    for name, fn in VARIANTS.items():
+        torch.testing.assert_close(fn(p.ens, x), ref, rtol=0, atol=1e-12, msg=lambda m: f"{name}: {m}")
