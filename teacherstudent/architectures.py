@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-
 if TYPE_CHECKING:  # config imports this module (no import cycle at run time)
+    import torch
+
     from .config import ExperimentConfig
 
 
@@ -48,6 +48,8 @@ class Architecture:
 
 
 def _stack(members: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    import torch
+
     return [torch.stack([m[i] for m in members]) for i in range(len(members[0]))]
 
 
