@@ -5,7 +5,7 @@ One command, one table, every ratio from this one run:
     python benchmarks/conv_bench.py [--members 8] [--steps 20] [--repeats 3] [--threads N]
 
 Rows (student-steps per second = K x optimiser steps per second; float32, batch 64, plain
-SGD, autograd, best of ``--repeats``):
+SGD, autograd, best of ``--repeats`` rounds in which the three variants take turns):
 
 - ``grouped``: ``ConvEnsemble`` (the implementation): one convolution per layer over all
   members (``groups=K`` on ``[B, K*n_l, H, W]``, the first layer an ordinary convolution
@@ -91,22 +91,39 @@ def _best(fn, repeats: int) -> float:
     return best
 
 
-def time_variant(name: str, K: int, steps: int, repeats: int) -> float:
-    """Student-steps per second of ``steps`` SGD steps of the conv ensemble through ``VARIANTS[name]``."""
-    p = build(conv_config(K), CPU)
-    ens, out_fn, loss_fn = p.ens, VARIANTS[name], member_loss("mse")
-    opt = torch.optim.SGD(ens.params, lr=0.01, foreach=True)
-    x, y = p.data.epoch(0)
-    B = 64
+def variant_runners(K: int, steps: int) -> dict[str, callable]:
+    """One closure per variant that takes ``steps`` SGD steps of its own copy of the conv ensemble."""
+    runners = {}
+    for name, out_fn in VARIANTS.items():
+        p = build(conv_config(K), CPU)
+        ens, loss_fn = p.ens, member_loss("mse")
+        opt = torch.optim.SGD(ens.params, lr=0.01, foreach=True)
+        x, y = p.data.epoch(0)
 
-    def run():
-        for s in range(steps):
-            loss = loss_fn(out_fn(ens, x[s * B:(s + 1) * B]), y[s * B:(s + 1) * B])
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
+        def run(ens=ens, out_fn=out_fn, loss_fn=loss_fn, opt=opt, x=x, y=y, B=64):
+            for s in range(steps):
+                loss = loss_fn(out_fn(ens, x[s * B:(s + 1) * B]), y[s * B:(s + 1) * B])
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                opt.step()
 
-    return K * steps / _best(run, repeats)
+        runners[name] = run
+    return runners
+
+
+def time_variants(K: int, steps: int, repeats: int) -> dict[str, float]:
+    """Student-steps per second of every variant, best of ``repeats`` rounds; the variants take turns
+    within each round, so a change in the machine's load hits them alike."""
+    runners = variant_runners(K, steps)
+    for run in runners.values():
+        run()  # warm up
+    best = dict.fromkeys(runners, math.inf)
+    for _ in range(repeats):
+        for name, run in runners.items():
+            t = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return {name: K * steps / dt for name, dt in best.items()}
 
 
 def time_run(cfg, steps: int, repeats: int) -> tuple[float, str, int]:
@@ -133,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(a.threads)
     K = a.members
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, K = {K}, {a.steps} steps x best of {a.repeats}")
-    rates = {v: time_variant(v, K, a.steps, a.repeats) for v in VARIANTS}
+    rates = time_variants(K, a.steps, a.repeats)
     for v, r in rates.items():
         print(f"{v:8s} {r:10.1f} student-steps/s   grouped / {v} = {rates['grouped'] / r:.2f}")
     conv_rate, conv_backend, conv_params = time_run(conv_config(K), a.steps, a.repeats)
