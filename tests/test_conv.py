@@ -323,3 +323,16 @@ def test_benchmark_variants_compute_the_grouped_forward():
     ref = p.ens.output(x)
     for name, fn in VARIANTS.items():
         torch.testing.assert_close(fn(p.ens, x), ref, rtol=0, atol=1e-12, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_conv_ensemble_on_cuda_matches_cpu():
+    cfg = conv("training.dtype='float64'", "student.batchnorm=true")
+    a, b = Trainer(build(cfg, CPU)), Trainer(build(cfg, torch.device("cuda")))
+    a.train_until(4)
+    b.train_until(4)
+    for x, y in zip(a.ens.state(), b.ens.state()):
+        torch.testing.assert_close(x, y.cpu(), rtol=1e-7, atol=1e-9)
+    sa, sb = a.snapshot(), b.snapshot()
+    for x, y in zip(sa.corr, sb.corr):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
