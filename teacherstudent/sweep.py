@@ -202,6 +202,10 @@ def member_bytes(cfg: ExperimentConfig) -> int:
     params = sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
     t = cfg.training
     moments = 2 if t.optimizer == "adam" else (1 if t.momentum > 0 else 0)
+    if cfg.arch == "conv":  # channels hold an activation at every position
+        from .conv import geometry
+
+        widths = [n * p for n, p in zip(widths, geometry(cfg).positions())]
     hidden = sum(widths) + cfg.teacher.outputs
     acts = 3 * t.batch_size * hidden + 2 * cfg.inputs.eval_samples * hidden
     return int(el * (params * (2 + moments) + acts))

@@ -336,3 +336,10 @@ def test_conv_ensemble_on_cuda_matches_cpu():
     sa, sb = a.snapshot(), b.snapshot()
     for x, y in zip(sa.corr, sb.corr):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+
+
+def test_study_packing_counts_conv_activations_at_every_position():
+    from teacherstudent.sweep import member_bytes
+
+    small, big = member_bytes(conv()), member_bytes(conv("inputs.image_size=12"))
+    assert big - small == 4 * (3 * 64 + 2 * 256) * 30 * (144 - 36)  # float32, (12 + 18) channels, 36 -> 144 positions
