@@ -44,7 +44,7 @@ PAIRS = ("student_teacher", "student_student")
 @dataclass(frozen=True)
 class Net:
     """Weights ``[K or 1, out, in]`` and biases ``[K or 1, out]`` per layer (output last), the
-    hidden activation's slope where it is off, and the augmented weights ``[K or 1, 1, ., .]``."""
+    hidden activation's slope where it is off, and the augmented weights ``[K or 1, ., .]``."""
 
     weights: tuple[torch.Tensor, ...]
     biases: tuple[torch.Tensor, ...]
@@ -58,21 +58,19 @@ class Net:
                 row = torch.zeros(*a.shape[:-2], 1, a.shape[-1], dtype=a.dtype, device=a.device)
                 row[..., -1] = 1
                 a = torch.cat([a, row], -2)
-            out.append(a[:, None])  # a sample axis to broadcast over
+            out.append(a)
         return out
 
-    def gated(self, x_SxD: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Augmented hidden activations ``f^`` and gates ``g^`` (``[K or 1, S, width+1]``) per layer."""
-        h, fs, gs = x_SxD, [], []
+    def gates(self, x_SxD: torch.Tensor) -> list[torch.Tensor]:
+        """Augmented gates ``g^`` (``[K or 1, S, width+1]``) of every hidden layer."""
+        h, gs = x_SxD, []
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
             z = torch.matmul(h, w.transpose(-1, -2)) + b[..., None, :]
             on = z > 0
             g = on.to(z.dtype) if not self.slope else on.to(z.dtype) * (1 - self.slope) + self.slope
             h = g * z
-            one = torch.ones(*z.shape[:-1], 1, dtype=z.dtype, device=z.device)
-            fs.append(torch.cat([h, one], -1))
-            gs.append(torch.cat([g, one], -1))
-        return fs, gs
+            gs.append(torch.cat([g, torch.ones(*z.shape[:-1], 1, dtype=z.dtype, device=z.device)], -1))
+        return gs
 
 
 def student_net(ens) -> Net:
@@ -104,13 +102,25 @@ def teacher_net(teacher, K: int, device, dtype) -> Net:
     return Net(ws, bs, members[0].leaky_slope)
 
 
+def _right(X: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """``X @ R`` for per-sample ``X`` ``[K, S, a, b]`` and a per-member ``R`` ``[K or 1, b, c]``, as one
+    batched matmul over members (``torch.matmul`` would copy ``R`` once per sample)."""
+    K, S, a, b = X.shape
+    return torch.matmul(X.reshape(K, S * a, b), R).view(K, S, a, R.shape[-1])
+
+
+def _left(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """``W^T @ X`` for ``W`` ``[K or 1, a, b]`` and per-sample ``X`` ``[K, S, a, c]``: ``(X^T W)^T``."""
+    return _right(X.transpose(-1, -2).contiguous(), W).transpose(-1, -2)
+
+
 def _sandwich(left: torch.Tensor, H: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """``left^T H right`` over the leading axes, multiplied in the cheaper order."""
+    """``left^T H right`` per sample (``left``, ``right`` per member), multiplied in the cheaper order."""
     a, b = left.shape[-1], H.shape[-2]
     c, d = H.shape[-1], right.shape[-1]
-    if a * b * c + a * c * d <= b * c * d + a * b * d:
-        return torch.matmul(torch.matmul(left.transpose(-1, -2), H), right)
-    return torch.matmul(left.transpose(-1, -2), torch.matmul(H, right))
+    if a * b * c + a * c * d < b * c * d + a * b * d:
+        return _right(_left(left, H), right)
+    return _left(left, _right(H, right))
 
 
 def sum_betas(student: Net, teacher: Net, x_SxD: torch.Tensor, per_sample: bool = False
@@ -120,21 +130,28 @@ def sum_betas(student: Net, teacher: Net, x_SxD: torch.Tensor, per_sample: bool 
     ``per_sample`` one per sample (``[K, S, ...]``). Augmented: the last row/column is the bias's."""
     S = x_SxD.shape[0]
     Ws, Ts = student.augmented(), teacher.augmented()
-    _, gs = student.gated(x_SxD)
-    _, gt = teacher.gated(x_SxD)
+    gs, gt = student.gates(x_SxD), teacher.gates(x_SxD)
     L = len(Ws) - 1
     K = Ws[0].shape[0]
-    A = torch.matmul(Ws[L].transpose(-1, -2), Ts[L])  # [K, 1, n+1, m+1]: H_L = I
-    B = torch.matmul(Ws[L].transpose(-1, -2), Ws[L])
+    A = torch.matmul(Ws[L].transpose(-1, -2), Ts[L])[:, None]  # [K, 1, n+1, m+1]: H_L = I
+    B = torch.matmul(Ws[L].transpose(-1, -2), Ws[L])[:, None]
     out: list[tuple[torch.Tensor, torch.Tensor]] = [None] * L  # type: ignore[list-item]
     for l in range(L - 1, -1, -1):
-        A = A.expand(K, S, *A.shape[2:])
-        B = B.expand(K, S, *B.shape[2:])
-        out[l] = (A, B) if per_sample else (A.sum(1), B.sum(1))
+        if per_sample:
+            out[l] = (A.expand(K, S, *A.shape[2:]), B.expand(K, S, *B.shape[2:]))
+        else:
+            out[l] = (A.sum(1) if A.shape[1] == S else A[:, 0] * S, B.sum(1) if B.shape[1] == S else B[:, 0] * S)
         if l == 0:
             break
-        HA = A * (gs[l][..., :, None] * gt[l][..., None, :])
-        HB = B * (gs[l][..., :, None] * gs[l][..., None, :])
+        if not B.is_contiguous() and B.mT.is_contiguous():
+            B = B.mT  # B is symmetric: its transpose is the same matrix, laid out for the next products
+        # H = beta * (g g*^T), written contiguously (the products below then need no copy)
+        HA = torch.mul(A, gs[l][..., :, None], out=A.new_empty(K, S, *A.shape[2:])).mul_(gt[l][..., None, :])
+        HB = torch.mul(B, gs[l][..., :, None], out=B.new_empty(K, S, *B.shape[2:])).mul_(gs[l][..., None, :])
+        if l == 1 and not per_sample:  # the lowest layer is only summed: sum_x W^T H W = W^T (sum_x H) W
+            HA, HB = HA.sum(1, keepdim=True), HB.sum(1, keepdim=True)
+            out[0] = (_sandwich(Ws[1], HA, Ts[1])[:, 0], _sandwich(Ws[1], HB, Ws[1])[:, 0])
+            break
         A = _sandwich(Ws[l], HA, Ts[l])
         B = _sandwich(Ws[l], HB, Ws[l])
     return out
