@@ -80,13 +80,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--quick", action="store_true", help="fewer samples and repeats")
     a = ap.parse_args(argv)
     q = a.quick
-    runs = [("default", 1, 1024 if q else 10240, 256 if q else 1024), ("default", 8, 512 if q else 2048, 64 if q else 256),
-            ("large", 1, 64 if q else 512, 8 if q else 32)]
+    runs = [("default", 1, 512 if q else 4096, 64 if q else 512), ("default", 8, 256 if q else 1024, 16 if q else 64),
+            ("large", 1, 32 if q else 256, 4 if q else 16)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 CPU")
     print(f"{'setting':8} {'K':>3} {'samples':>8} {'loop smp':>8} {'batched ms/smp':>15} {'loop ms/smp':>12} {'ratio':>8} {'max rel diff':>13}")
     rows = []
     for setting, K, n, nl in runs:
-        r = bench(setting, K, n, nl, 1 if q else 3)
+        r = bench(setting, K, n, nl, 1 if q else 2)
         rows.append(r)
         print(f"{setting:8} {K:>3} {n:>8} {nl:>8} {r['batched_ms_per_sample']:>15.4f} {r['loop_ms_per_sample']:>12.4f} "
               f"{r['ratio']:>8.1f} {r['max_rel_diff']:>13.2e}", flush=True)

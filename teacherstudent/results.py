@@ -19,6 +19,8 @@ initialisation, the end and any ``measure.corr_steps``: best correlation over te
 nodes, which teacher, fan-out norm; plus the first steps its best correlation reached
 each threshold.
 ``corr.npz``: ``step_<s>_layer_<l>`` -> ``[K, m_l, n_l]`` at init, end and ``corr_steps``.
+Optional tables (``TABLE_RECORDERS``, tables.py) stream their own parts and are compacted here
+too: ``theory.parquet`` and ``theory_nodes.parquet`` with ``measure.theory_every`` (theory.py).
 """
 
 from __future__ import annotations

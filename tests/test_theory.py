@@ -149,6 +149,8 @@ def test_theory_tables_at_the_scheduled_steps_and_loadable(tmp_path):
     assert len(ratio) == 5 * 2 * 2 * 2 and np.isfinite(ratio["value"]).all()
     assert len(nodes) == 5 * 2 * (12 + 18)
     assert (nodes["beta_strength"] ** 2 - nodes["beta_self"].clip(lower=0)).abs().max() < 1e-9
+    top = nodes[nodes.layer == 1]  # top hidden layer: B = W^_out^T W^_out, so sqrt(E[B_jj]) is the fan-out norm
+    np.testing.assert_allclose(top["beta_strength"], top["fanout_norm"], rtol=1e-5)
     # best correlation and fan-out norms are those of the run's own node table at init and end
     sn = pd.read_parquet(folder / "student_nodes.parquet")
     keys = ["member", "layer", "student_node", "step"]
