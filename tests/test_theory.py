@@ -200,3 +200,33 @@ def test_default_run_id_unchanged_and_theory_changes_only_its_own():
     assert ExperimentConfig().run_id == "default-44136fa355"
     assert "measure" not in ExperimentConfig().canonical()
     assert build_config({"measure": {"theory_every": "log"}}).run_id != ExperimentConfig().run_id
+
+
+def test_benchmark_loop_reference_equals_batched():
+    from teacherstudent_benchmarks.theory_bench import loop_betas
+
+    p = problem("teacher.leaky_slope=0.1")
+    x = p.data.x_eval[:12]
+    ref = loop_betas(student_net(p.ens), teacher_net(p.teacher, p.ens.K, CPU, torch.float64), x)
+    for (a, b), (ra, rb) in zip(mean_betas(p.teacher, p.ens, x), ref):
+        torch.testing.assert_close(a, ra, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(b, rb, rtol=1e-12, atol=1e-12)
+
+
+def test_beta_lshape_experiment_tables(tmp_path):
+    from teacherstudent.experiments import run_named
+
+    res = run_named("beta_lshape", tmp_path, "cpu", ["teacher.widths=[3, 4]", "teacher.outputs=5",
+                                                      "teacher.reference_samples=1000", "inputs.train_samples=256",
+                                                      "inputs.eval_samples=128", "student.multiplier=2", "student.seeds=[0, 1]",
+                                                      "training.epochs=2", "measure.theory_samples=64"])
+    ls, ratios, nodes = res.tables["lshape"], res.tables["ratios"], res.tables["nodes"]
+    assert sorted(zip(ls["when"], ls["layer"])) == [("end", 0), ("end", 1), ("init", 0), ("init", 1)]
+    assert ((ls.n_aligned + ls.n_unaligned) == 2 * ls.layer.map({0: 6, 1: 8})).all()
+    assert set(ratios.columns) >= {"student_teacher", "student_student"} and len(ratios) == 4
+    g = nodes[(nodes.when == "end") & (nodes.layer == 0)]
+    aligned = g[g.best_corr > 0.9]
+    row = ls[(ls["when"] == "end") & (ls.layer == 0)].iloc[0]
+    assert row.n_aligned == len(aligned)
+    if len(aligned):
+        assert row.strength_median_aligned == aligned.beta_strength.median()
