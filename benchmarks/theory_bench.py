@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     runs = [("default", 1, 512 if q else 4096, 64 if q else 512), ("default", 8, 256 if q else 1024, 16 if q else 64),
             ("large", 1, 32 if q else 256, 4 if q else 16)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 CPU")
-    print(f"{'setting':8} {'K':>3} {'samples':>8} {'loop smp':>8} {'batched ms/smp':>15} {'loop ms/smp':>12} {'ratio':>8} {'max rel diff':>13}")
+    print(f"{'setting':8} {'K':>3} {'samples':>8} {'loop smp':>8} {'batched ms/smp':>15} {'loop ms/smp':>12} "
+          f"{'ratio':>8} {'max rel diff':>13}")
     rows = []
     for setting, K, n, nl in runs:
         r = bench(setting, K, n, nl, 1 if q else 2)

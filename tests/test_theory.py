@@ -137,11 +137,18 @@ THEORY = ("measure.every=steps", "measure.every_steps=8", "measure.theory_every=
           "measure.theory_samples=100")
 
 
-def test_theory_tables_at_the_scheduled_steps_and_loadable(tmp_path):
+@pytest.fixture(scope="module")
+def theory_run(tmp_path_factory):
+    """One finished tiny run with theory on (read-only): its runs root and folder."""
+    root = tmp_path_factory.mktemp("theory")
+    return root, run_experiment(tiny(*THEORY), root, device="cpu")
+
+
+def test_theory_tables_at_the_scheduled_steps_and_loadable(theory_run, tmp_path):
     cfg = tiny(*THEORY)
-    folder = run_experiment(cfg, tmp_path, device="cpu")
-    th = load_runs(tmp_path, table="theory")
-    nodes = load_runs(tmp_path, table="theory_nodes")
+    root, folder = theory_run
+    th = load_runs(root, table="theory")
+    nodes = load_runs(root, table="theory_nodes")
     assert sorted(th["step"].unique()) == [0, 4, 8, 12, 16] == sorted(nodes["step"].unique())
     assert set(th["pair"]) == {"student_teacher", "student_student"}
     assert set(th["member"]) == set(cfg.student.seeds) and set(th["layer"]) == {0, 1}
@@ -167,9 +174,9 @@ def test_theory_tables_at_the_scheduled_steps_and_loadable(tmp_path):
     assert set(load_runs(tmp_path / "plain", table="theory").columns) == set()
 
 
-def test_theory_resume_is_bit_identical(tmp_path):
+def test_theory_resume_is_bit_identical(theory_run, tmp_path):
     cfg = tiny(*THEORY)
-    whole = run_experiment(cfg, tmp_path / "a", device="cpu")
+    whole = theory_run[1]
     part = run_experiment(cfg, tmp_path / "b", device="cpu", max_steps=8)
     stale = part / "parts" / f"theory-{12:012d}.parquet"  # a crash after a theory part, before the next resume point
     pd.DataFrame({"run": ["x"], "value": [1.0]}).to_parquet(stale)
