@@ -117,6 +117,7 @@ class Conv(Architecture):
             ("inputs.labels other than 'teacher'", i.labels != "teacher"), ("student.lucky_nodes", s.lucky_nodes != 0),
             ("training.backend='fast' (conv trains with autograd)", tr.backend == "fast"),
             ("training.renorm", tr.renorm != "none"),
+            ("measure.theory_every (the beta/H statistics are defined for MLP students)", cfg.measure.theory_every != "none"),
         ) if on]
         if refused:
             raise ValueError(f"arch='conv' does not support {', '.join(refused)}; drop {'it' if len(refused) == 1 else 'them'} "

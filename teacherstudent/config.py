@@ -333,6 +333,15 @@ class MeasureConfig(_Section):
     metrics: tuple[str, ...] = Field(("loss", "alignment", "alignment_se"), min_length=1,
                                      description="metric callbacks (names in metrics.METRICS) whose rows go to metrics.parquet")
 
+    # theory statistics beta / H (docs/science.md §4; theory.py): costly, off by default, on their own schedule
+    theory_every: Literal["none", "steps", "log"] = Field(
+        "none", description="when to compute the theory statistics (theory.parquet, theory_nodes.parquet) besides "
+        "init and end: none (never), steps (every theory_every_steps) or log (about theory_log_points log-spaced steps)")
+    theory_every_steps: int = Field(1000, gt=0, description="with theory_every='steps'")
+    theory_log_points: int = Field(10, ge=2, description="with theory_every='log'")
+    theory_samples: int | None = Field(None, ge=1, description="theory statistics on the first this many evaluation "
+                                       "samples (default: all of them)")
+
     _corr = field_validator("corr_steps")(classmethod(lambda cls, v: _distinct_steps("measure.corr_steps", v)))
 
     @field_validator("metrics")
@@ -350,6 +359,12 @@ class MeasureConfig(_Section):
             self._unused("measure", self.changed("every_steps"), "measure.every='steps'")
         if self.every != "log":
             self._unused("measure", self.changed("log_points"), "measure.every='log'")
+        if self.theory_every != "steps":
+            self._unused("measure", self.changed("theory_every_steps"), "measure.theory_every='steps'")
+        if self.theory_every != "log":
+            self._unused("measure", self.changed("theory_log_points"), "measure.theory_every='log'")
+        if self.theory_every == "none":
+            self._unused("measure", self.changed("theory_samples"), "measure.theory_every is 'steps' or 'log'")
         if self.covered > self.recovered:
             raise ValueError(f"measure.covered ({self.covered}) must not exceed measure.recovered ({self.recovered})")
         return self
@@ -475,6 +490,9 @@ class ExperimentConfig(_Section):
         bad = [l for l in self.training.renorm_layers or () if not 0 <= l <= L]
         if bad:
             raise ValueError(f"training.renorm_layers {bad} are not weight layers 0..{L} (L = the output layer)")
+        if (self.measure.theory_samples or 0) > self.inputs.eval_samples:
+            raise ValueError(f"measure.theory_samples ({self.measure.theory_samples}) exceeds inputs.eval_samples "
+                             f"({self.inputs.eval_samples}); lower it or leave it unset (all evaluation samples)")
         total = self.total_steps
         if total > MAX_STEPS:
             raise ValueError(f"training.epochs gives {total} steps, more than {MAX_STEPS}; train fewer epochs")

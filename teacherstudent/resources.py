@@ -57,7 +57,8 @@ def event_count(cfg) -> int:
         n = total // m.every_steps + 1
     else:
         n = m.log_points + 1
-    return n + len(m.corr_steps) + len(cfg.training.checkpoint_steps) + 1
+    theory = {"none": 0, "steps": total // m.theory_every_steps + 1, "log": m.theory_log_points + 1}[m.theory_every]
+    return n + len(m.corr_steps) + len(cfg.training.checkpoint_steps) + theory + 1
 
 
 def estimate(cfg, memory_budget: float = DEFAULT_BUDGET) -> Estimate:
@@ -99,6 +100,10 @@ def estimate(cfg, memory_budget: float = DEFAULT_BUDGET) -> Estimate:
     per_member_eval = i.eval_samples * (sum(sw) * 2 + 1) * item
     parts["measurement activations"] = min(K * per_member_eval, max(per_member_eval, 512 * 2**20))
     parts["correlations"] = K * sum(m * n // p for m, n, p in zip(tw, sw, pos)) * 8 * 3
+    if cfg.measure.theory_every != "none":  # theory.py: chunked intermediates and the float64 sums of beta
+        from .theory import DEFAULT_BUDGET as THEORY_BUDGET
+
+        parts["theory statistics"] = int(THEORY_BUDGET) + K * sum((n + 1) * (m + n + 2) for m, n in zip(tw, sw)) * 8 * 2
     events = event_count(cfg)
     parts["event steps"] = events * EVENT_BYTES
     return Estimate(parts, cfg.total_steps, events)

@@ -19,6 +19,8 @@ initialisation, the end and any ``measure.corr_steps``: best correlation over te
 nodes, which teacher, fan-out norm; plus the first steps its best correlation reached
 each threshold.
 ``corr.npz``: ``step_<s>_layer_<l>`` -> ``[K, m_l, n_l]`` at init, end and ``corr_steps``.
+Optional tables (``TABLE_RECORDERS``, tables.py) stream their own parts and are compacted here
+too: ``theory.parquet`` and ``theory_nodes.parquet`` with ``measure.theory_every`` (theory.py).
 """
 
 from __future__ import annotations
@@ -33,11 +35,17 @@ from .loop import Callback, Trainer
 from .measure import Snapshot
 from .metrics import METRICS, Measurement
 from .store import TABLE_COLUMNS, write_npz, write_parquet
+from .tables import TableRecorder
+from .theory import TheoryRecorder
 
 if TYPE_CHECKING:
     from .config import ExperimentConfig
     from .store import RunFolder
 
+# Extensions that add their own tables (tables.py), each turned on by its config fields.
+TABLE_RECORDERS: dict[str, type[TableRecorder]] = {
+    "theory": TheoryRecorder,
+}
 
 
 def thresholds(cfg: ExperimentConfig) -> tuple[float, ...]:
@@ -92,14 +100,19 @@ class Recorder(Callback):
         self.metrics = [METRICS[name]() for name in cfg.measure.metrics]
         self.first = FirstPass(thresholds(cfg))
         self.keep = {0, cfg.total_steps, *cfg.measure.corr_steps}
+        self.extra = [cls(folder, cfg) for cls in TABLE_RECORDERS.values() if cls.wanted(cfg)]
 
     def on_start(self, tr: Trainer) -> None:
         if tr.step == 0:
             self.record(tr, tr.snapshot(), None)
+            for ext in self.extra:
+                ext.record(tr)
 
     def on_event(self, tr: Trainer, step: int) -> None:
         if step in tr.measure_at:
             self.record(tr, tr.snapshot(), tr.train_loss())
+        for ext in self.extra:
+            ext.record(tr)
 
     def record(self, tr: Trainer, snap: Snapshot, train_loss: torch.Tensor | None) -> None:
         seeds = self.cfg.student.seeds
@@ -138,6 +151,8 @@ class Recorder(Callback):
         write_parquet(f.path / "student_nodes.parquet", self.student_table(corr, fanout))
         parts = f.read_parts("metrics")
         write_parquet(f.path / "metrics.parquet", pd.concat([parts[s] for s in sorted(parts)], ignore_index=True))
+        for ext in self.extra:
+            ext.finish()
         f.drop_parts()
 
     def teacher_table(self, C0s: list[torch.Tensor], C1s: list[torch.Tensor], teacher_fanout: list[torch.Tensor]) -> pd.DataFrame:

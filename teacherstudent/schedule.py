@@ -21,6 +21,18 @@ def measure_steps(m: MeasureConfig, steps_per_epoch: int, total: int) -> set[int
     return {s for s in steps if s <= total} | set(m.corr_steps) | {0, total}
 
 
+def theory_steps(m: MeasureConfig, total: int) -> set[int]:
+    """Steps of the theory statistics (theory.py): none, or init, the scheduled steps and the last step."""
+    if m.theory_every == "none":
+        return set()
+    if m.theory_every == "steps":
+        steps = set(range(0, total + 1, m.theory_every_steps))
+    else:
+        steps = {int(s) for s in np.unique(np.round(np.logspace(0, np.log10(max(total, 1)), m.theory_log_points)))}
+    return {s for s in steps if s <= total} | {0, total}
+
+
 def event_steps(cfg: ExperimentConfig, steps_per_epoch: int, total: int) -> list[int]:
-    """Every step after which the loop pauses: measurements and kept checkpoints."""
-    return sorted((measure_steps(cfg.measure, steps_per_epoch, total) | set(cfg.training.checkpoint_steps)) - {0})
+    """Every step after which the loop pauses: measurements, kept checkpoints and theory statistics."""
+    return sorted((measure_steps(cfg.measure, steps_per_epoch, total) | set(cfg.training.checkpoint_steps)
+                   | theory_steps(cfg.measure, total)) - {0})

@@ -32,7 +32,14 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "teacher_nodes": ("run", "member", "layer", "teacher_node", "winner", "init_rank_pct", "init_corr", "final_corr",
                       "match_count", "teacher_fanout_norm"),
     "student_nodes": ("run", "member", "layer", "student_node", "step", "best_corr", "best_teacher", "fanout_norm"),
+    "theory": ("run", "member", "step", "layer", "pair", "statistic", "value"),
+    "theory_nodes": ("run", "member", "step", "layer", "student_node", "beta_self", "beta_strength", "beta_aligned",
+                     "best_corr", "best_teacher", "fanout_norm"),
 }
+# Tables written only by runs whose config turns on the extension that makes them (tables.py,
+# results.TABLE_RECORDERS); they stream to parts/ like the metrics and load_runs reads them too.
+OPTIONAL_TABLES = ("theory", "theory_nodes")
+TEXT_COLUMNS = ("run", "split", "metric", "pair", "statistic")
 REPAIR_HINT = "run `teacherstudent verify {root} --repair` to recompute it (or delete the run folder and run again)"
 TEMP_GLOB = ".*.tmp"  # atomic_write_bytes' temporary files
 CRASH_ENV = "TEACHERSTUDENT_CRASH_AT_WRITE"  # tests/test_crash.py: SIGKILL inside the N-th atomic write
@@ -168,7 +175,7 @@ def read_table_file(path: Path, table: str | None = None, hint: str | None = Non
     missing = [c for c in TABLE_COLUMNS.get(table, ()) if c not in df.columns]
     if missing:
         raise UserError(f"{path} is corrupted (wrong schema: no column {', '.join(missing)}); {hint}")
-    text = [c for c in TABLE_COLUMNS.get(table, ()) if c in ("run", "split", "metric")]
+    text = [c for c in TABLE_COLUMNS.get(table, ()) if c in TEXT_COLUMNS]
     wrong = [c for c in TABLE_COLUMNS.get(table, ()) if c not in text and not pd.api.types.is_numeric_dtype(df[c])]
     if wrong:
         raise UserError(f"{path} is corrupted (wrong schema: column {', '.join(wrong)} is not numeric); {hint}")
@@ -256,7 +263,8 @@ def load_runs(root: str | Path = "runs", table: str = "metrics", config: bool = 
               strict: bool = False) -> pd.DataFrame:
     """One DataFrame of ``table`` across every finished run under ``root``.
 
-    ``table`` is one of ``metrics``, ``teacher_nodes``, ``student_nodes``; with ``config``
+    ``table`` is one of ``metrics``, ``teacher_nodes``, ``student_nodes`` or an optional table
+    (``theory``, ``theory_nodes``: only runs that wrote it are read); with ``config``
     every row also carries the run's config flattened into columns (``student.multiplier``, ...).
     A damaged run (its table truncated, garbage, of the wrong schema, or its config.json or
     status.json damaged) is skipped with a ``DamagedRunWarning`` (a ``UserWarning``) naming the file; with ``strict``
@@ -264,13 +272,13 @@ def load_runs(root: str | Path = "runs", table: str = "metrics", config: bool = 
     """
     import warnings
 
-    if table not in TABLES:
-        raise UserError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
+    if table not in TABLES + OPTIONAL_TABLES:
+        raise UserError(f"unknown table {table!r}; known: {', '.join(TABLES + OPTIONAL_TABLES)}")
     frames = []
     for folder in list_runs(root):
         path = folder / f"{table}.parquet"
         try:
-            if run_status(folder).get("state") != "finished":
+            if run_status(folder).get("state") != "finished" or (table in OPTIONAL_TABLES and not path.exists()):
                 continue
             df = read_table_file(path, table, REPAIR_HINT.format(root=Path(root)))
             if config:
@@ -301,7 +309,7 @@ def remove_temp_files(folder: Path) -> list[Path]:
     return gone
 
 
-PART_SUFFIX = {"metrics": ".parquet", "corr": ".npz"}
+PART_SUFFIX = {"metrics": ".parquet", "corr": ".npz", **{t: ".parquet" for t in OPTIONAL_TABLES}}
 
 
 class RunFolder:
@@ -394,7 +402,7 @@ class RunFolder:
         return self.parts / f"{kind}-{step:012d}{PART_SUFFIX[kind]}"
 
     def write_part(self, kind: str, step: int, obj) -> None:
-        if kind == "metrics":
+        if PART_SUFFIX[kind] == ".parquet":
             write_parquet(self._part(kind, step), obj)
         else:
             write_npz(self._part(kind, step), obj, compressed=False)  # parts are read back once: speed over size
@@ -409,7 +417,7 @@ class RunFolder:
         for step in self.part_steps(kind):
             path = self._part(kind, step)
             try:
-                if kind == "metrics":
+                if PART_SUFFIX[kind] == ".parquet":
                     out[step] = pd.read_parquet(path)
                 else:
                     with open(path, "rb") as fh, np.load(fh) as z:

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import UserError
-from .store import (TABLES, TEMP_GLOB, RunFolder, load_torch, read_config, read_corr, read_json, read_table_file,
-                    remove_temp_files)
+from .store import (OPTIONAL_TABLES, PART_SUFFIX, TABLES, TEMP_GLOB, RunFolder, load_torch, read_config, read_corr,
+                    read_json, read_table_file, remove_temp_files)
 
 ACTIONS = ("ok", "clean", "resume", "redo", "cannot")
 
@@ -98,7 +98,7 @@ def check_run(folder: Path) -> RunCheck:
     has_results = any(f.exists() for f in finished_files)
     ckpts = folder / "checkpoints"
     if rc.state == "finished" or (status_bad and has_results):
-        for t in TABLES:
+        for t in TABLES + tuple(t for t in OPTIONAL_TABLES if (folder / f"{t}.parquet").exists()):
             _try(p, read_table_file, folder / f"{t}.parquet", t, "")
         _try(p, read_corr, folder / "corr.npz", "")
         for name in ["init", "final", *[f"step_{k}" for k in cfg.training.checkpoint_steps]]:
@@ -115,7 +115,7 @@ def check_run(folder: Path) -> RunCheck:
             _weights(p, ckpts / "latest.pt", "trainer")
         if (ckpts / "init.pt").exists() or (status or {}).get("step", 0) > 0:
             _weights(p, ckpts / "init.pt")
-        for kind in ("metrics", "corr"):
+        for kind in PART_SUFFIX:
             _try(p, rf.read_parts, kind)
     p[:] = [q.removesuffix("; ") for q in p]
     damage = list(p)
