@@ -72,6 +72,7 @@ def run(
     members_per_run: Optional[int] = typer.Option(None, "--members-per-run", min=1, help=MPR_HELP),
     seeds: Optional[str] = typer.Option(None, "--seeds", help=SEEDS_HELP),
     when_locked: str = typer.Option("wait", "--when-locked", help="A run another process is training: wait for it, or skip it."),
+    quick: bool = typer.Option(False, "--quick", help="The experiment's quick variant: its [quick] table (fewer seeds and steps) merged over the base config."),
 ) -> None:
     """Train every run of an experiment's study (finished runs are skipped, interrupted ones resume) and write its tables."""
     from rich.progress import TimeRemainingColumn
@@ -81,7 +82,7 @@ def run(
     from teacherstudent.simulate import pick_device
 
     pick_device(device)
-    _, study = plan_study(name, list(set_), root, members_per_run, _seeds(seeds))  # bad input fails here, before any bar
+    _, study = plan_study(name, list(set_), root, members_per_run, _seeds(seeds), quick)  # bad input fails here, before any bar
     done, total = study_progress(study, out)
     from teacherstudent.errors import UserError
     from teacherstudent.lock import WHEN_LOCKED
@@ -104,7 +105,7 @@ def run(
                 progress.console.print(f"[red]failed[/red] {rep['run_id']}: {escape(str(rep['error']))}")
 
         res = run_study(name, out, device, list(set_), root, ex, workers, scheduler, members_per_run,
-                        _seeds(seeds), when_locked, force, sys.argv, on_progress, on_report)
+                        _seeds(seeds), when_locked, force, sys.argv, on_progress, on_report, quick)
     counts = res.counts()
     t = Table(title=f"{name}: {len(res.reports)} runs")
     for col in ("done", "resumed", "skipped", "failed"):

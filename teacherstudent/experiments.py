@@ -13,6 +13,13 @@ student ``seeds``; ``teacherstudent.sweep``): then every arm is trained at every
 arms that differ only in seeds are packed into ensemble runs, and the experiment's tables
 are computed point by point, with one column per axis.
 
+A ``[quick]`` table in the TOML shrinks the study for a fast look (``--quick``;
+``teacherstudent figures --quick``): it holds the same sections as the file itself
+(``[quick.training]``, ``[quick.student]``, ``[quick.sweep]``, ...) and is merged over
+them before any ``--set`` override, so quick runs are ordinary runs with their own ids.
+Without ``quick`` the table is ignored; asking for ``quick`` of an experiment without one
+is a ``UserError``.
+
 ``run_study`` loads the base config (plus ``--set`` overrides), expands and packs the
 study, trains its runs on an executor (``teacherstudent.executors``: local worker
 processes or Dask; finished runs are skipped, interrupted ones resume, so a second call
@@ -35,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import ExperimentConfig, apply_overrides, build_config, load_toml
+from .config import ExperimentConfig, _merge, apply_overrides, build_config, load_toml
 from .errors import UserError
 from .store import atomic_write_bytes, remove_temp_files, run_status, write_json, write_parquet
 from .summary import read_table
@@ -93,29 +100,58 @@ class ExperimentResult:
     tables: dict[str, pd.DataFrame]
 
 
-def base_config(name: str, overrides: list[str] | None = None, root: str | Path | None = None):
-    """``(base config, [sweep] table or None)`` of experiment ``name`` (the ``[sweep]`` table is not config)."""
+def base_config(name: str, overrides: list[str] | None = None, root: str | Path | None = None,
+                quick: bool = False):
+    """``(base config, [sweep] table or None)`` of experiment ``name`` (the ``[sweep]`` table is not config);
+    with ``quick`` the file's ``[quick]`` table is merged over it first (see the module docstring)."""
     root = Path(root) if root is not None else default_root()
-    data = load_toml(root / f"{name}.toml")
+    data = quick_data(name, with_preset(name, load_toml(root / f"{name}.toml")), quick)
     sweep = parse_sweep(data.pop("sweep", None))
     return build_config(apply_overrides(data, list(overrides or []))), sweep
 
 
-def experiment_arms(name: str, overrides: list[str] | None = None, root: str | Path | None = None
-                    ) -> tuple[ModuleType, dict[str, ExperimentConfig]]:
+def with_preset(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """An experiment file that starts from a paper's setting (``preset = "NAME"``) merged over that preset."""
+    from .preset import preset_path
+
+    data = dict(data)
+    preset = data.pop("preset", None)
+    if preset is None:
+        return data
+    if not isinstance(preset, str):
+        raise UserError(f"{name}.toml: preset must be a preset's name (teacherstudent preset list)")
+    return _merge(load_toml(preset_path(preset)), data)
+
+
+def quick_data(name: str, data: dict[str, Any], quick: bool) -> dict[str, Any]:
+    """The experiment file's data without its ``[quick]`` table, merged over it when ``quick``."""
+    data = dict(data)
+    table = data.pop("quick", None)
+    if not quick:
+        return data
+    if table is None:
+        raise UserError(f"experiment {name!r} has no [quick] table, so it has no quick variant; add one to "
+                        f"{name}.toml (sections to merge over the base, e.g. [quick.training] epochs = 2) or drop --quick")
+    if not isinstance(table, dict):
+        raise UserError(f"{name}.toml: [quick] must be a table of sections, e.g. [quick.training] epochs = 2")
+    return _merge(data, table)
+
+
+def experiment_arms(name: str, overrides: list[str] | None = None, root: str | Path | None = None,
+                    quick: bool = False) -> tuple[ModuleType, dict[str, ExperimentConfig]]:
     """The experiment module and its validated arm configs (nothing is trained)."""
     module = load_experiment(name, root)
-    base, _ = base_config(name, overrides, root)
+    base, _ = base_config(name, overrides, root, quick)
     return module, module.arms(base)
 
 
 def plan_study(name: str, overrides: list[str] | None = None, root: str | Path | None = None,
-               members_per_run: int | None = None, seeds: tuple[int, ...] | None = None
+               members_per_run: int | None = None, seeds: tuple[int, ...] | None = None, quick: bool = False
                ) -> tuple[ModuleType, Study]:
     """The experiment module and its study: every arm at every sweep point, packed into runs
     (nothing is trained; every bad input is a ``UserError`` here)."""
     module = load_experiment(name, root)
-    base, sweep = base_config(name, overrides, root)
+    base, sweep = base_config(name, overrides, root, quick)
     return module, expand(name, module.arms(base), sweep, members_per_run, seeds)
 
 
@@ -164,7 +200,7 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
               scheduler: str | None = None, members_per_run: int | None = None, seeds: tuple[int, ...] | None = None,
               when_locked: str = "wait", force: bool = False, command: list[str] | None = None,
               progress: Callable[[int, int], None] | None = None,
-              on_report: Callable[[dict], None] | None = None) -> StudyResult:
+              on_report: Callable[[dict], None] | None = None, quick: bool = False) -> StudyResult:
     """Train every run of study ``name`` on ``executor`` and write its tables (see the module docstring).
 
     ``executor`` is a name in ``executors.EXECUTORS`` or an executor made by ``make_executor``.
@@ -177,7 +213,7 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
     from .simulate import pick_device
 
     out = Path(out)
-    module, study = plan_study(name, overrides, root, members_per_run, seeds)
+    module, study = plan_study(name, overrides, root, members_per_run, seeds, quick)
     pick_device(device)
     from .lock import WHEN_LOCKED
 
