@@ -110,7 +110,7 @@ def render(data: pd.DataFrame, panels: dict[str, dict], title: str, ncols: int |
     ncols = ncols or min(len(names), 3)
     nrows = -(-len(names) // ncols)
     with mpl.rc_context(theme()):
-        fig = new_figure((4.2 * ncols, 3.3 * nrows + 0.5))
+        fig = new_figure((max(4.2 * ncols, 6.5), 3.3 * nrows + 0.5))
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
         for ax in axes[len(names):]:
