@@ -13,6 +13,12 @@ student ``seeds``; ``teacherstudent.sweep``): then every arm is trained at every
 arms that differ only in seeds are packed into ensemble runs, and the experiment's tables
 are computed point by point, with one column per axis.
 
+An experiment may also define ``probes(base) -> {label: (arm, probe fields)}``: probes
+(``teacherstudent.probes.PROBES``, e.g. ``{"kind": "lottery", "keep": 0.2, "by": "alignment",
+"rewind": "init"}``) run on an arm's finished run once every arm has trained; ``tables`` then
+gets each probe's (last) child run folder under its label too. Probes need one run per arm
+and no sweep axes.
+
 A ``[quick]`` table in the TOML shrinks the study for a fast look (``--quick``;
 ``teacherstudent figures --quick``): it holds the same sections as the file itself
 (``[quick.training]``, ``[quick.student]``, ``[quick.sweep]``, ...) and is merged over
@@ -176,8 +182,10 @@ def study_progress(study: Study, out: Path) -> tuple[int, int]:
     return sum(run_state(out, r)[1] for r in study.runs), sum(r.student_steps for r in study.runs)
 
 
-def study_tables(module: ModuleType, study: Study, out: Path) -> tuple[dict[str, pd.DataFrame], str]:
-    """The experiment's own ``tables(runs)``, point by point, with one leading column per axis."""
+def study_tables(module: ModuleType, study: Study, out: Path, children: dict[str, Path] | None = None
+                 ) -> tuple[dict[str, pd.DataFrame], str]:
+    """The experiment's own ``tables(runs)``, point by point, with one leading column per axis
+    (``children``: probe label -> child run folder, added to the runs of an experiment without axes)."""
     if not study.one_run_per_label():
         return {}, ("the experiment's tables need one run per arm; this packing splits or merges arms' seeds "
                     "(use --members-per-run >= the seed count), or read the runs with teacherstudent.sweep.load_study")
@@ -187,7 +195,7 @@ def study_tables(module: ModuleType, study: Study, out: Path) -> tuple[dict[str,
         points.setdefault(key, (lb.point, {}))[1][lb.arm] = Path(out) / study.runs_of(lb)[0].run_id
     parts: dict[str, list[pd.DataFrame]] = {}
     for point, runs in points.values():
-        for tname, df in module.tables(runs).items():
+        for tname, df in module.tables({**runs, **(children or {})}).items():
             df = df.copy()
             for j, (k, v) in enumerate(point.items()):
                 df.insert(j, k, json.dumps(v) if isinstance(v, (list, dict)) else v)
@@ -261,11 +269,36 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
     if result.failed:
         result.note = "tables not written: some runs failed"
         return result
-    result.tables, result.note = study_tables(module, study, out)
+    children = run_probes(name, module, study, out, device, overrides, root, quick, command)
+    result.tables, result.note = study_tables(module, study, out, children)
     for tname, df in result.tables.items():
         write_parquet(folder / f"{tname}.parquet", df)
         write_csv(folder / f"{tname}.csv", df)
     return result
+
+
+def run_probes(name: str, module: ModuleType, study: Study, out: Path, device: str, overrides: list[str] | None,
+               root: str | Path | None, quick: bool, command: list[str] | None) -> dict[str, Path]:
+    """Run the experiment's ``probes(base)`` on its finished arms (in this process; finished
+    children are reused); probe label -> the (last) child run folder."""
+    if not callable(getattr(module, "probes", None)):
+        return {}
+    from .probes import PROBES
+
+    if any(lb.point for lb in study.labels) or not study.one_run_per_label():
+        raise UserError(f"experiment {name}: probes() needs one run per arm and no [sweep] axes")
+    base, _ = base_config(name, overrides, root, quick)
+    parents = {lb.arm: out / study.runs_of(lb)[0].run_id for lb in study.labels}
+    children = {}
+    for label, (arm, fields) in module.probes(base).items():
+        fields = dict(fields)
+        kind = fields.pop("kind")
+        if arm not in parents or kind not in PROBES:
+            raise UserError(f"experiment {name}: probe {label!r} names arm {arm!r} of {sorted(parents)} "
+                            f"and kind {kind!r} of {sorted(PROBES)}")
+        got = PROBES[kind](parents[arm], fields, root=out, device=device, command=command)
+        children[label] = got[-1] if isinstance(got, list) else got
+    return children
 
 
 def write_csv(path: Path, df: pd.DataFrame) -> None:

@@ -65,7 +65,14 @@ def synthetic_tables(seed: int = 0) -> dict[str, dict[str, pd.DataFrame]]:
                          "fanout_norm": 1.0 if j < 4 else float(10 ** (-np.log10(s + 1)) * rng.uniform(0.5, 1)),
                          "best_corr": 0.9}
                         for k in members for j in range(8) for s in (0, 10, 100, 1000)])
+    lottery = pd.DataFrame([{"keep": 1.0, "arm": "full", "member": k, "eval_loss": 0.1 + 0.01 * k, "train_loss": 0.1,
+                             "winners_kept_frac": np.nan} for k in members]
+                           + [{"keep": keep, "arm": arm, "member": k, "eval_loss": 0.2 + i * 0.05 + 0.01 * k - keep / 10,
+                               "train_loss": 0.2, "winners_kept_frac": min(1.0, 3 * keep) if arm != "random" else keep}
+                              for keep in (0.1, 0.3) for i, arm in enumerate(("rewind", "rescaled", "late", "reinit", "random"))
+                              for k in members])
     return {"deep_dynamics": {"curves": curves, "ranks": ranks, "nodes": nodes},
+            "lottery_tickets": {"members": lottery},
             "overparam": {"recovered": recovered},
             "strength_decay": {"nodes": sd_nodes, "summary": sd_summary},
             "specialization_two_layer": {"success": success},
@@ -188,26 +195,6 @@ def tiny_experiment_root(root: Path) -> Path:
     return root
 
 
-def test_deep_dynamics_ranks_match_the_recorded_initial_ranks(tmp_path):
-    """The experiment's winner ranks at step 0 (from corr.npz) equal teacher_nodes.init_rank_pct."""
-    from teacherstudent.experiments import run_study
-    from teacherstudent.summary import read_table
-
-    root = tiny_experiment_root(tmp_path / "analysis")
-    res = run_study("deep_dynamics", tmp_path / "runs", "cpu", root=root, workers=1)
-    ranks = res.tables["ranks"]
-    assert sorted(ranks.step.unique()) == [0, 8, 16]
-    for arm in ("plain", "batchnorm"):
-        folder = tmp_path / "runs" / res.study.runs_of(next(lb for lb in res.study.labels if lb.arm == arm))[0].run_id
-        t = read_table(folder, "teacher_nodes")
-        r = ranks[(ranks.arm == arm) & (ranks.step == 0)]
-        m = t.merge(r, on=["member", "layer", "teacher_node"])
-        assert len(m) == len(t) > 0
-        np.testing.assert_allclose(m.winner_rank_pct, m.init_rank_pct, rtol=1e-6)
-        last = ranks[(ranks.arm == arm) & (ranks.step == 16)]
-        assert (last.winner_rank_pct == 100.0 / np.where(last.layer == 0, 12, 18)).all()  # the winner is rank 1
-
-
 def browser_images(page: Path, tmp_path: Path) -> list[dict]:
     """Open ``page`` in headless Chromium; every <img>'s decoded size and drawn size, read from the DOM."""
     probe = tmp_path / f"probe-{page.name}"
@@ -225,33 +212,100 @@ def browser_images(page: Path, tmp_path: Path) -> list[dict]:
     return json.loads(found.group(1).replace("&quot;", '"'))
 
 
-def test_tiny_quick_build_writes_files_index_and_rebuilds_identically(tmp_path):
-    root = tiny_experiment_root(tmp_path / "analysis")
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory):
+    """F1-F3 built with --quick from a tiny deep_dynamics (two runs of 8 steps), once for this module."""
+    tmp = tmp_path_factory.mktemp("tiny_build")
+    root = tiny_experiment_root(tmp / "analysis")
     figs = {k: all_figures()[k] for k in ("F1", "F2", "F3")}
-    seen = []
-    res = build_figures(None, tmp_path / "figs", tmp_path / "runs", quick=True, workers=1, device="cpu",
+    seen: list[tuple[float, float]] = []
+    res = build_figures(None, tmp / "figs", tmp / "runs", quick=True, workers=1, device="cpu",
                         command=["teacherstudent", "figures", "--quick"], figures=figs, root=root,
                         progress=lambda d, t, what: seen.append((d, t)))
+    return tmp, root, figs, res, seen
+
+
+def test_tiny_quick_build_writes_every_file_and_the_index(tiny_build):
+    tmp, _, _, res, seen = tiny_build
     assert [f.key for f in res.figures] == ["F1", "F2", "F3"]
     assert seen[-1][0] == seen[-1][1] > 3 and all(d <= t for d, t in seen)
-    runs = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.name != "experiments")
-    assert len(runs) == 2  # the two quick arms, trained once
-    index = (tmp_path / "figs" / "index.html").read_text()
+    index = (tmp / "figs" / "index.html").read_text()
     for f in res.figures:
         assert html.escape(f.claim) in index and html.escape(f.measured) in index
         assert {p.suffix for p in f.files} == {".png", ".pdf", ".csv"}
     assert index.count("data:image/png;base64,") == 3 and "teacherstudent figures --quick" in index
-    first = {k: v for k, v in file_bytes(tmp_path / "figs").items() if k.startswith("F")}
-    again = build_figures(None, tmp_path / "figs", tmp_path / "runs", quick=True, workers=1, device="cpu",
-                          figures=figs, root=root)
-    assert all(f.train_seconds < 30 for f in again.figures)
-    assert {k: v for k, v in file_bytes(tmp_path / "figs").items() if k in first} == first
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir() if p.name != "experiments") == runs  # reused
+    assert (tmp / "figs" / "timings.csv").exists()
+
+
+def test_deep_dynamics_ranks_match_the_recorded_initial_ranks(tiny_build):
+    """The experiment's winner ranks at step 0 (from corr.npz) equal teacher_nodes.init_rank_pct;
+    at the end every winner is rank 1."""
+    from teacherstudent.summary import read_table
+
+    tmp = tiny_build[0]
+    ranks = pd.read_parquet(tmp / "runs" / "experiments" / "deep_dynamics" / "ranks.parquet")
+    assert sorted(ranks.step.unique()) == [0, 4, 8]  # init, the quick corr_steps, the end
+    runs = pd.read_csv(tmp / "runs" / "experiments" / "deep_dynamics" / "runs.csv")
+    for arm in ("plain", "batchnorm"):
+        t = read_table(tmp / "runs" / runs[runs.arms == arm].run.iloc[0], "teacher_nodes")
+        r = ranks[(ranks.arm == arm) & (ranks.step == 0)]
+        m = t.merge(r, on=["member", "layer", "teacher_node"])
+        assert len(m) == len(t) > 0
+        np.testing.assert_allclose(m.winner_rank_pct, m.init_rank_pct, rtol=1e-6)
+        last = ranks[(ranks.arm == arm) & (ranks.step == 8)]
+        np.testing.assert_allclose(last.winner_rank_pct, 100.0 / np.where(last.layer == 0, 12, 18))
+
+
+def test_rebuilding_reuses_the_runs_and_gives_identical_files(tiny_build):
+    tmp, root, figs, _, _ = tiny_build
+    first = {k: v for k, v in file_bytes(tmp / "figs").items() if k.startswith("F")}
+    runs = sorted(p.name for p in (tmp / "runs").iterdir())
+    build_figures(None, tmp / "figs", tmp / "runs", quick=True, workers=1, device="cpu", figures=figs, root=root)
+    assert {k: v for k, v in file_bytes(tmp / "figs").items() if k.startswith("F")} == first
+    assert sorted(p.name for p in (tmp / "runs").iterdir()) == runs  # nothing trained again
+
+
+def test_index_page_images_decode_and_show_in_chromium(tiny_build, tmp_path):
     if CHROMIUM is None:
         pytest.skip("headless check needs Chromium (Debian package chromium, /usr/bin/chromium); not installed")
-    imgs = browser_images(tmp_path / "figs" / "index.html", tmp_path)
+    imgs = browser_images(tiny_build[0] / "figs" / "index.html", tmp_path)
     assert len(imgs) == 3 and all(i["ok"] and i["w"] > 100 and i["h"] > 100 and i["dw"] > 0 and i["dh"] > 0
                                   for i in imgs), imgs
+
+
+PROBE_PY = """\"\"\"Tiny probe study.\"\"\"
+from teacherstudent.probes import member_summary
+import pandas as pd
+
+
+def arms(base):
+    return {"parent": base}
+
+
+def probes(base):
+    return {"rewind": ("parent", {"kind": "lottery", "keep": 0.5, "by": "alignment", "rewind": "init"})}
+
+
+def tables(runs):
+    return {"members": pd.concat([member_summary(f).assign(label=k) for k, f in runs.items()], ignore_index=True)}
+"""
+
+
+def test_an_experiment_runs_its_probes_after_its_arms(tmp_path):
+    from teacherstudent.experiments import run_study
+    from teacherstudent.probes import probes_of
+
+    root = tiny_experiment_root(tmp_path / "analysis")
+    (root / "probe_study.toml").write_text((root / "deep_dynamics.toml").read_text().split("[quick")[0])
+    (root / "probe_study.py").write_text(PROBE_PY)
+    res = run_study("probe_study", tmp_path / "runs", "cpu", root=root, workers=1)
+    members = res.tables["members"]
+    assert sorted(members.label.unique()) == ["parent", "rewind"] and len(members) == 4
+    parent = tmp_path / "runs" / res.study.runs[0].run_id
+    [child] = probes_of(parent)
+    assert set(members[members.label == "rewind"].run) == {child.name}
+    again = run_study("probe_study", tmp_path / "runs", "cpu", root=root, workers=1)  # the child is reused
+    assert probes_of(parent) == [child] and again.tables["members"].equals(members)
 
 
 def test_report_of_one_run(finished_run, tmp_path):

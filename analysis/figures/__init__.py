@@ -15,7 +15,7 @@ as ``teacherstudent.experiments.run_study`` computes them) and defines:
 Adding a figure: one module here plus one line in ``FIGURES``.
 """
 
-from . import f1_recovery, f2_luck, f3_lshape, f4_overparam, f5_strength, f7_structured, f8_lucky_fanout
+from . import f1_recovery, f2_luck, f3_lshape, f4_overparam, f5_strength, f6_lottery, f7_structured, f8_lucky_fanout
 
 FIGURES = {
     "F1": f1_recovery,
@@ -23,6 +23,7 @@ FIGURES = {
     "F3": f3_lshape,
     "F4": f4_overparam,
     "F5": f5_strength,
+    "F6": f6_lottery,
     "F7": f7_structured,
     "F8": f8_lucky_fanout,
 }
