@@ -2,6 +2,13 @@
 
 Nothing here touches matplotlib's global backend or pyplot's figure registry: a notebook
 user's backend stays as it was, and figures are never shown, only written.
+
+The paper figures (``teacherstudent figures``, ``analysis/figures/``) share one theme
+(``theme``, applied through ``matplotlib.rc_context`` only while drawing), one renderer
+(``render``: a figure's data is one long table of exactly the numbers drawn,
+``PLOT_COLUMNS``) and deterministic files (``save_figure_files``: PNG and PDF without
+software or date metadata, fixed dpi, DejaVu fonts, and the CSV of the data). ``plotted``
+reads the drawn numbers back from the axes (the tests compare it with the CSV).
 """
 
 from __future__ import annotations
@@ -61,11 +68,11 @@ def theme() -> dict:
     """The shared look (seaborn ``whitegrid`` + ``paper`` context, DejaVu Sans, colour-blind palette)
     as matplotlib rc settings, applied only inside ``matplotlib.rc_context`` while a figure is drawn."""
     import seaborn as sns
+    from cycler import cycler
 
     rc = {**sns.axes_style("whitegrid"), **sns.plotting_context("paper")}
     rc.update({"font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans"], "svg.hashsalt": "teacherstudent",
-               "axes.prop_cycle": __import__("cycler").cycler(color=sns.color_palette("colorblind").as_hex()),
-               "pdf.compression": 6, "path.simplify": True})
+               "axes.prop_cycle": cycler(color=sns.color_palette("colorblind").as_hex()), "pdf.compression": 6})
     return rc
 
 
@@ -99,7 +106,8 @@ def spread(df: pd.DataFrame, by: list[str], value: str, over: str = "member") ->
 
 def render(data: pd.DataFrame, panels: dict[str, dict], title: str, ncols: int | None = None):
     """Draw ``data`` (see ``PLOT_COLUMNS``) on one Agg figure, one axes per panel (in ``panels``' order;
-    each panel's dict: ``xlabel``, ``ylabel``, optional ``xscale``/``yscale``/``ylim``/``hline``/``title``).
+    each panel's dict: ``xlabel``, ``ylabel``, optional ``xscale``/``yscale``/``ylim``/``hline``/``title``,
+    ``xticks="data"`` for a tick at every x value).
 
     Lines get a band from ``lo`` to ``hi`` where given; bars of several series in one panel
     sit side by side; ``xtick`` labels, where given, replace the x tick labels.
@@ -107,7 +115,7 @@ def render(data: pd.DataFrame, panels: dict[str, dict], title: str, ncols: int |
     import matplotlib as mpl
 
     names = [p for p in panels if (data.panel == p).any()] or list(panels)[:1]
-    ncols = ncols or min(len(names), 3)
+    ncols = ncols or (2 if len(names) == 4 else min(len(names), 3))
     nrows = -(-len(names) // ncols)
     with mpl.rc_context(theme()):
         fig = new_figure((max(4.2 * ncols, 6.5), 3.3 * nrows + 0.5))
@@ -131,8 +139,7 @@ def render(data: pd.DataFrame, panels: dict[str, dict], title: str, ncols: int |
                     if ds.lo.notna().any():
                         ax.fill_between(ds.x.to_numpy(), ds.lo.to_numpy(), ds.hi.to_numpy(), color=c, alpha=0.2, lw=0)
                 elif kind == "scatter":
-                    ax.scatter(ds.x.to_numpy(), ds.y.to_numpy(), s=5, alpha=0.5, color=c, label=s, lw=0,
-                               rasterized=False)
+                    ax.scatter(ds.x.to_numpy(), ds.y.to_numpy(), s=5, alpha=0.5, color=c, label=s, lw=0)
                 else:
                     off = (bars.index(s) - (len(bars) - 1) / 2) * width
                     ax.bar(ds.x.to_numpy() + off, ds.y.to_numpy(), width=width, color=c, label=s, alpha=0.85)
@@ -151,6 +158,10 @@ def render(data: pd.DataFrame, panels: dict[str, dict], title: str, ncols: int |
                 ax.set_xscale(name_, **kw)
             if spec.get("yscale"):
                 ax.set_yscale(spec["yscale"])
+            if spec.get("xticks") == "data":  # few x values (multipliers, keep fractions): label each one
+                xs = np.sort(d.x.unique())
+                ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
+                ax.set_xticks(xs, [f"{x:g}" for x in xs])
             if spec.get("ylim"):
                 ax.set_ylim(*spec["ylim"])
             if series:

@@ -52,9 +52,12 @@ def synthetic_tables(seed: int = 0) -> dict[str, dict[str, pd.DataFrame]]:
     sd_nodes["step_corr_0.9"] = sd_nodes["step_corr_0.9"].astype("Int64")
     sd_summary = pd.DataFrame([{"arm": f"p{p:g}", "p": p, "layer": l, "rho_rank_step": 0.2 * p}
                                for p in (0.0, 1.0, 2.0) for l in (0, 1)])
-    success = pd.DataFrame([{"p": p, "multiplier": m, "epoch": e, "recovered_of_10": min(10.0, m + 4 - p),
+    success = pd.DataFrame([{"p": p, "multiplier": m, "epoch": e, "recovered_of_10": min(10.0, m + 4 - p + e / 8),
                              "min": min(10.0, m + 3 - p), "max": min(10.0, m + 5 - p), "teachers": 2}
-                            for p in (0.0, 1.0, 2.0) for m in (1, 2, 5) for e in (5.0, 8.0)])
+                            for p in (0.0, 1.0, 2.0) for m in (1, 2, 5) for e in (4.0, 8.0)]
+                           + [{"p": p, "multiplier": m, "epoch": 5.0, "recovered_of_10": np.nan, "min": np.nan,
+                               "max": np.nan, "teachers": 0}  # a run shorter than 5 epochs: an empty row
+                              for p in (0.0, 1.0, 2.0) for m in (1, 2, 5)])
     svr_nodes = pd.DataFrame([{"arm": a, "member": k, "layer": l, "teacher_node": t,
                                "match_count": int(rng.integers(0, 14 if a == "structured" else 3))}
                               for a in ("structured", "permuted", "wide") for k in members for l in (0, 1)
@@ -122,6 +125,15 @@ def test_bands_are_the_spread_over_seeds(tmp_path):
     pts = c[(c.arm == "plain") & (c.layer == 1) & (c.epoch == 2.0)].best_corr_mean
     assert (row.lo, row.y, row.hi) == pytest.approx((pts.min(), pts.mean(), pts.max()))
     assert pts.min() < pts.max()
+
+
+def test_f5_reads_the_last_measured_epoch_of_the_success_table():
+    tables = synthetic_tables()
+    tables["specialization_two_layer"]["success"] = tables["specialization_two_layer"]["success"].query("epoch != 8.0")
+    df = all_figures()["F5"].data(tables)
+    two = df[df.panel == "two-layer success rate"]
+    assert len(two) == 9 and two.y.notna().all()
+    assert "nan" not in all_figures()["F5"].verdict(tables)[0]
 
 
 def test_figures_are_byte_identical_when_rebuilt(tmp_path):

@@ -10,7 +10,7 @@ CLAIM = "At the same number of steps, wider students recover more teacher nodes 
 EXPERIMENTS = ("overparam",)
 PANELS = {"recovered at the step budget": {"xlabel": "student multiplier (student width / teacher width)",
                                            "ylabel": "fraction of teacher nodes recovered (> 0.95)",
-                                           "xscale": "log", "ylim": (-0.02, 1.02)}}
+                                           "xscale": "log", "xticks": "data", "ylim": (-0.02, 1.02)}}
 
 
 def data(tables):

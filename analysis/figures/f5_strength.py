@@ -15,9 +15,16 @@ PANELS = {
     "recovery step by strength (layer 0)": {"xlabel": "teacher node strength rank (1 = strongest)",
                                             "ylabel": "step its winner first reached 0.9 (steps)", "yscale": "log"},
     "two-layer success rate": {"xlabel": "student multiplier (student width / teacher width)",
-                               "ylabel": "fraction of the 10 teacher nodes recovered (> 0.95)",
-                               "ylim": (-0.02, 1.02)},
+                               "ylabel": "teacher nodes recovered (fraction, > 0.95)",
+                               "xticks": "data", "ylim": (-0.02, 1.02)},
 }
+
+
+def _last_epoch(tables):
+    """The success table's rows at each arm's last measured epoch (an epoch past the end has no teachers)."""
+    sc = tables["specialization_two_layer"]["success"]
+    sc = sc[sc.teachers > 0]
+    return sc[sc.epoch == sc.groupby(["p", "multiplier"]).epoch.transform("max")]
 
 
 def data(tables):
@@ -28,8 +35,7 @@ def data(tables):
         s = spread(g.dropna(subset=["step"]), ["strength_rank"], "step")
         rows += series_rows(s, "recovery step by strength (layer 0)", f"p = {p:g}", "line", "strength_rank", "y",
                             "lo", "hi")
-    sc = tables["specialization_two_layer"]["success"]
-    last = sc[sc.epoch == sc.groupby(["p", "multiplier"]).epoch.transform("max")]
+    last = _last_epoch(tables)
     last = last.assign(y=last.recovered_of_10 / 10, lo=last["min"] / 10, hi=last["max"] / 10)
     for p, g in last.groupby("p"):
         rows += series_rows(g.sort_values("multiplier"), "two-layer success rate", f"p = {p:g}", "line", "multiplier",
@@ -40,8 +46,7 @@ def data(tables):
 def verdict(tables):
     s = tables["strength_decay"]["summary"]
     rho = s[(s.layer == 0)].set_index("p").rho_rank_step
-    sc = tables["specialization_two_layer"]["success"]
-    last = sc[sc.epoch == sc.groupby(["p", "multiplier"]).epoch.transform("max")].set_index(["p", "multiplier"])
+    last = _last_epoch(tables).set_index(["p", "multiplier"])
     p2 = last.loc[2.0].recovered_of_10
     text = (f"Spearman(strength rank, recovery step) at layer 0: p=0 {rho.get(0.0, np.nan):.2f}, "
             f"p=2 {rho.get(2.0, np.nan):.2f}; two-layer p=2: {p2.iloc[0]:.1f}/10 recovered at {p2.index[0]}x, "

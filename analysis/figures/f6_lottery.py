@@ -13,9 +13,10 @@ ARMS = {"rewind": "rewind to init", "rescaled": "rescaled rewind", "late": "late
         "reinit": "re-initialised", "random": "random nodes, rewind"}
 PANELS = {
     "final evaluation loss": {"xlabel": "fraction of hidden nodes kept", "ylabel": "final eval loss (mean squared error)",
-                              "yscale": "log"},
+                              "yscale": "log", "xticks": "data"},
     "kept and lucky nodes": {"xlabel": "fraction of hidden nodes kept",
-                             "ylabel": "fraction of lucky nodes (final winners) kept", "ylim": (-0.02, 1.02)},
+                             "ylabel": "fraction of lucky nodes (final winners) kept", "ylim": (-0.02, 1.02),
+                             "xticks": "data"},
 }
 
 
