@@ -187,6 +187,9 @@ def test_quick_without_a_quick_table_is_an_error(tmp_path):
     with pytest.raises(UserError, match="has no \\[quick\\] table"):
         plan_study("luckmatters_deep", quick=True)  # preset = ... in the file: loads
     assert plan_study("luckmatters_deep")[1].runs
+    assert_user_error(invoke("experiment", "plan", "luckmatters_deep", "--quick", "--out", tmp_path / "runs"))
+    res = invoke("experiment", "plan", "strength_decay", "--quick", "--out", tmp_path / "runs")
+    assert res.exit_code == 0 and "0 of 15,120 student-steps" in res.output, res.output
 
 
 # ---- a tiny end-to-end build, and the pages in a browser ---------------------------------------
