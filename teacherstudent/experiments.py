@@ -222,6 +222,7 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
 
     out = Path(out)
     module, study = plan_study(name, overrides, root, members_per_run, seeds, quick)
+    check_probes(name, module, study)
     pick_device(device)
     from .lock import WHEN_LOCKED
 
@@ -277,6 +278,14 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
     return result
 
 
+def check_probes(name: str, module: ModuleType, study: Study) -> None:
+    """An experiment with ``probes()`` needs one run per arm and no sweep axes (checked before training)."""
+    if callable(getattr(module, "probes", None)) and (any(lb.point for lb in study.labels)
+                                                      or not study.one_run_per_label()):
+        raise UserError(f"experiment {name}: probes() needs one run per arm and no [sweep] axes "
+                        "(use --members-per-run >= the seed count)")
+
+
 def run_probes(name: str, module: ModuleType, study: Study, out: Path, device: str, overrides: list[str] | None,
                root: str | Path | None, quick: bool, command: list[str] | None) -> dict[str, Path]:
     """Run the experiment's ``probes(base)`` on its finished arms (in this process; finished
@@ -285,8 +294,6 @@ def run_probes(name: str, module: ModuleType, study: Study, out: Path, device: s
         return {}
     from .probes import PROBES
 
-    if any(lb.point for lb in study.labels) or not study.one_run_per_label():
-        raise UserError(f"experiment {name}: probes() needs one run per arm and no [sweep] axes")
     base, _ = base_config(name, overrides, root, quick)
     parents = {lb.arm: out / study.runs_of(lb)[0].run_id for lb in study.labels}
     children = {}

@@ -321,6 +321,9 @@ def test_an_experiment_runs_its_probes_after_its_arms(tmp_path):
     assert set(members[members.label == "rewind"].run) == {child.name}
     again = run_study("probe_study", tmp_path / "runs", "cpu", root=root, workers=1)  # the child is reused
     assert probes_of(parent) == [child] and again.tables["members"].equals(members)
+    with pytest.raises(UserError, match="probes\\(\\) needs one run per arm"):  # refused before training
+        run_study("probe_study", tmp_path / "split", "cpu", root=root, workers=1, members_per_run=1)
+    assert not (tmp_path / "split").exists()
 
 
 def test_report_of_one_run(finished_run, tmp_path):
