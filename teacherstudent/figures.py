@@ -68,7 +68,7 @@ def theme() -> dict:
     """The shared look (seaborn ``whitegrid`` + ``paper`` context, DejaVu Sans, colour-blind palette)
     as matplotlib rc settings, applied only inside ``matplotlib.rc_context`` while a figure is drawn."""
     import seaborn as sns
-    from cycler import cycler
+    from matplotlib.rcsetup import cycler
 
     rc = {**sns.axes_style("whitegrid"), **sns.plotting_context("paper")}
     rc.update({"font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans"], "svg.hashsalt": "teacherstudent",
