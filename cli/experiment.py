@@ -54,6 +54,7 @@ def _seeds(seeds: Optional[str]):
 
 SET_HELP = "Override a base-config field: section.key=value (repeatable); a sweep axis wins over it."
 MPR_HELP = "Student seeds per run (ensemble members); default: as many as fit about 1 GB, all seeds for small studies."
+QUICK_HELP = "The experiment's quick variant: its [quick] table (fewer seeds and steps) merged over the base config."
 SEEDS_HELP = "Student seeds of the study (replaces [sweep] seeds and student.seeds): 1-32, 1,3,5 or 4."
 
 
@@ -72,6 +73,7 @@ def run(
     members_per_run: Optional[int] = typer.Option(None, "--members-per-run", min=1, help=MPR_HELP),
     seeds: Optional[str] = typer.Option(None, "--seeds", help=SEEDS_HELP),
     when_locked: str = typer.Option("wait", "--when-locked", help="A run another process is training: wait for it, or skip it."),
+    quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
 ) -> None:
     """Train every run of an experiment's study (finished runs are skipped, interrupted ones resume) and write its tables."""
     from rich.progress import TimeRemainingColumn
@@ -81,7 +83,7 @@ def run(
     from teacherstudent.simulate import pick_device
 
     pick_device(device)
-    _, study = plan_study(name, list(set_), root, members_per_run, _seeds(seeds))  # bad input fails here, before any bar
+    _, study = plan_study(name, list(set_), root, members_per_run, _seeds(seeds), quick)  # bad input fails here, before any bar
     done, total = study_progress(study, out)
     from teacherstudent.errors import UserError
     from teacherstudent.lock import WHEN_LOCKED
@@ -104,7 +106,7 @@ def run(
                 progress.console.print(f"[red]failed[/red] {rep['run_id']}: {escape(str(rep['error']))}")
 
         res = run_study(name, out, device, list(set_), root, ex, workers, scheduler, members_per_run,
-                        _seeds(seeds), when_locked, force, sys.argv, on_progress, on_report)
+                        _seeds(seeds), when_locked, force, sys.argv, on_progress, on_report, quick)
     counts = res.counts()
     t = Table(title=f"{name}: {len(res.reports)} runs")
     for col in ("done", "resumed", "skipped", "failed"):
@@ -128,11 +130,11 @@ def run(
     console.print(f"runs:    {res.folder / 'runs.csv'} ({len(res.study.runs)} run folders under {out}/)")
 
 
-def _plan(name, set_, out, root, members_per_run, seeds, title: str) -> None:
+def _plan(name, set_, out, root, members_per_run, seeds, title: str, quick: bool = False) -> None:
     from teacherstudent.experiments import plan_study, study_progress
     from teacherstudent.sweep import plan_table
 
-    _, study = plan_study(name, list(set_), root, members_per_run, _seeds(seeds))
+    _, study = plan_study(name, list(set_), root, members_per_run, _seeds(seeds), quick)
     df = plan_table(study, out)
     t = Table(title=f"{name}: {title}")
     for col in ("#", "run", "arms", "seeds", "state", "student-steps"):
@@ -159,23 +161,24 @@ OUT = typer.Option(Path("runs"), "--out", help="Folder that holds the run folder
 DIR = typer.Option(None, "--dir", help=ROOT_HELP)
 MPR = typer.Option(None, "--members-per-run", min=1, help=MPR_HELP)
 SEEDS = typer.Option(None, "--seeds", help=SEEDS_HELP)
+QUICK = typer.Option(False, "--quick", help=QUICK_HELP)
 
 
 @app.command()
 @user_errors
 def plan(
     name: str = NAME, set_: list[str] = SET, out: Path = OUT, root: Optional[Path] = DIR,
-    members_per_run: Optional[int] = MPR, seeds: Optional[str] = SEEDS,
+    members_per_run: Optional[int] = MPR, seeds: Optional[str] = SEEDS, quick: bool = QUICK,
 ) -> None:
     """The study's runs (arms x sweep points, packed by seeds) with run ids and states; trains nothing."""
-    _plan(name, set_, out, root, members_per_run, seeds, "plan")
+    _plan(name, set_, out, root, members_per_run, seeds, "plan", quick)
 
 
 @app.command()
 @user_errors
 def status(
     name: str = NAME, set_: list[str] = SET, out: Path = OUT, root: Optional[Path] = DIR,
-    members_per_run: Optional[int] = MPR, seeds: Optional[str] = SEEDS,
+    members_per_run: Optional[int] = MPR, seeds: Optional[str] = SEEDS, quick: bool = QUICK,
 ) -> None:
     """How far a study is: each run's state (done, running, interrupted, failed, missing) and the student-steps done."""
-    _plan(name, set_, out, root, members_per_run, seeds, "status")
+    _plan(name, set_, out, root, members_per_run, seeds, "status", quick)

@@ -23,6 +23,7 @@ from rich.text import Text
 from .bench import bench
 from .common import PROG, OneLineErrors, console, err_console, user_errors
 from .experiment import app as experiment_app
+from .figures import figures, report
 from .probe import app as probe_app
 from .preset import app as preset_app
 from .teacher import app as teacher_app
@@ -273,6 +274,8 @@ def ls(out: Path = typer.Option(Path("runs"), "--out", help="Folder that holds t
 
 
 app.command("bench")(bench)  # teacherstudent bench
+app.command("figures")(figures)  # teacherstudent figures [NAMES...] [--quick]
+app.command("report")(report)  # teacherstudent report RUN
 app.add_typer(teacher_app, name="teacher")  # teacherstudent teacher inspect
 app.add_typer(experiment_app, name="experiment")  # teacherstudent experiment list|run
 app.add_typer(probe_app, name="probe")

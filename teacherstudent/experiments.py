@@ -13,6 +13,19 @@ student ``seeds``; ``teacherstudent.sweep``): then every arm is trained at every
 arms that differ only in seeds are packed into ensemble runs, and the experiment's tables
 are computed point by point, with one column per axis.
 
+An experiment may also define ``probes(base) -> {label: (arm, probe fields)}``: probes
+(``teacherstudent.probes.PROBES``, e.g. ``{"kind": "lottery", "keep": 0.2, "by": "alignment",
+"rewind": "init"}``) run on an arm's finished run once every arm has trained; ``tables`` then
+gets each probe's (last) child run folder under its label too. Probes need one run per arm
+and no sweep axes.
+
+A ``[quick]`` table in the TOML shrinks the study for a fast look (``--quick``;
+``teacherstudent figures --quick``): it holds the same sections as the file itself
+(``[quick.training]``, ``[quick.student]``, ``[quick.sweep]``, ...) and is merged over
+them before any ``--set`` override, so quick runs are ordinary runs with their own ids.
+Without ``quick`` the table is ignored; asking for ``quick`` of an experiment without one
+is a ``UserError``.
+
 ``run_study`` loads the base config (plus ``--set`` overrides), expands and packs the
 study, trains its runs on an executor (``teacherstudent.executors``: local worker
 processes or Dask; finished runs are skipped, interrupted ones resume, so a second call
@@ -35,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import ExperimentConfig, apply_overrides, build_config, load_toml
+from .config import ExperimentConfig, _merge, apply_overrides, build_config, load_toml
 from .errors import UserError
 from .store import atomic_write_bytes, remove_temp_files, run_status, write_json, write_parquet
 from .summary import read_table
@@ -93,29 +106,58 @@ class ExperimentResult:
     tables: dict[str, pd.DataFrame]
 
 
-def base_config(name: str, overrides: list[str] | None = None, root: str | Path | None = None):
-    """``(base config, [sweep] table or None)`` of experiment ``name`` (the ``[sweep]`` table is not config)."""
+def base_config(name: str, overrides: list[str] | None = None, root: str | Path | None = None,
+                quick: bool = False):
+    """``(base config, [sweep] table or None)`` of experiment ``name`` (the ``[sweep]`` table is not config);
+    with ``quick`` the file's ``[quick]`` table is merged over it first (see the module docstring)."""
     root = Path(root) if root is not None else default_root()
-    data = load_toml(root / f"{name}.toml")
+    data = quick_data(name, with_preset(name, load_toml(root / f"{name}.toml")), quick)
     sweep = parse_sweep(data.pop("sweep", None))
     return build_config(apply_overrides(data, list(overrides or []))), sweep
 
 
-def experiment_arms(name: str, overrides: list[str] | None = None, root: str | Path | None = None
-                    ) -> tuple[ModuleType, dict[str, ExperimentConfig]]:
+def with_preset(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """An experiment file that starts from a paper's setting (``preset = "NAME"``) merged over that preset."""
+    from .preset import preset_path
+
+    data = dict(data)
+    preset = data.pop("preset", None)
+    if preset is None:
+        return data
+    if not isinstance(preset, str):
+        raise UserError(f"{name}.toml: preset must be a preset's name (teacherstudent preset list)")
+    return _merge(load_toml(preset_path(preset)), data)
+
+
+def quick_data(name: str, data: dict[str, Any], quick: bool) -> dict[str, Any]:
+    """The experiment file's data without its ``[quick]`` table, merged over it when ``quick``."""
+    data = dict(data)
+    table = data.pop("quick", None)
+    if not quick:
+        return data
+    if table is None:
+        raise UserError(f"experiment {name!r} has no [quick] table, so it has no quick variant; add one to "
+                        f"{name}.toml (sections to merge over the base, e.g. [quick.training] epochs = 2) or drop --quick")
+    if not isinstance(table, dict):
+        raise UserError(f"{name}.toml: [quick] must be a table of sections, e.g. [quick.training] epochs = 2")
+    return _merge(data, table)
+
+
+def experiment_arms(name: str, overrides: list[str] | None = None, root: str | Path | None = None,
+                    quick: bool = False) -> tuple[ModuleType, dict[str, ExperimentConfig]]:
     """The experiment module and its validated arm configs (nothing is trained)."""
     module = load_experiment(name, root)
-    base, _ = base_config(name, overrides, root)
+    base, _ = base_config(name, overrides, root, quick)
     return module, module.arms(base)
 
 
 def plan_study(name: str, overrides: list[str] | None = None, root: str | Path | None = None,
-               members_per_run: int | None = None, seeds: tuple[int, ...] | None = None
+               members_per_run: int | None = None, seeds: tuple[int, ...] | None = None, quick: bool = False
                ) -> tuple[ModuleType, Study]:
     """The experiment module and its study: every arm at every sweep point, packed into runs
     (nothing is trained; every bad input is a ``UserError`` here)."""
     module = load_experiment(name, root)
-    base, sweep = base_config(name, overrides, root)
+    base, sweep = base_config(name, overrides, root, quick)
     return module, expand(name, module.arms(base), sweep, members_per_run, seeds)
 
 
@@ -140,8 +182,10 @@ def study_progress(study: Study, out: Path) -> tuple[int, int]:
     return sum(run_state(out, r)[1] for r in study.runs), sum(r.student_steps for r in study.runs)
 
 
-def study_tables(module: ModuleType, study: Study, out: Path) -> tuple[dict[str, pd.DataFrame], str]:
-    """The experiment's own ``tables(runs)``, point by point, with one leading column per axis."""
+def study_tables(module: ModuleType, study: Study, out: Path, children: dict[str, Path] | None = None
+                 ) -> tuple[dict[str, pd.DataFrame], str]:
+    """The experiment's own ``tables(runs)``, point by point, with one leading column per axis
+    (``children``: probe label -> child run folder, added to the runs of an experiment without axes)."""
     if not study.one_run_per_label():
         return {}, ("the experiment's tables need one run per arm; this packing splits or merges arms' seeds "
                     "(use --members-per-run >= the seed count), or read the runs with teacherstudent.sweep.load_study")
@@ -151,7 +195,7 @@ def study_tables(module: ModuleType, study: Study, out: Path) -> tuple[dict[str,
         points.setdefault(key, (lb.point, {}))[1][lb.arm] = Path(out) / study.runs_of(lb)[0].run_id
     parts: dict[str, list[pd.DataFrame]] = {}
     for point, runs in points.values():
-        for tname, df in module.tables(runs).items():
+        for tname, df in module.tables({**runs, **(children or {})}).items():
             df = df.copy()
             for j, (k, v) in enumerate(point.items()):
                 df.insert(j, k, json.dumps(v) if isinstance(v, (list, dict)) else v)
@@ -164,7 +208,7 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
               scheduler: str | None = None, members_per_run: int | None = None, seeds: tuple[int, ...] | None = None,
               when_locked: str = "wait", force: bool = False, command: list[str] | None = None,
               progress: Callable[[int, int], None] | None = None,
-              on_report: Callable[[dict], None] | None = None) -> StudyResult:
+              on_report: Callable[[dict], None] | None = None, quick: bool = False) -> StudyResult:
     """Train every run of study ``name`` on ``executor`` and write its tables (see the module docstring).
 
     ``executor`` is a name in ``executors.EXECUTORS`` or an executor made by ``make_executor``.
@@ -177,7 +221,8 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
     from .simulate import pick_device
 
     out = Path(out)
-    module, study = plan_study(name, overrides, root, members_per_run, seeds)
+    module, study = plan_study(name, overrides, root, members_per_run, seeds, quick)
+    check_probes(name, module, study)
     pick_device(device)
     from .lock import WHEN_LOCKED
 
@@ -225,11 +270,42 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
     if result.failed:
         result.note = "tables not written: some runs failed"
         return result
-    result.tables, result.note = study_tables(module, study, out)
+    children = run_probes(name, module, study, out, device, overrides, root, quick, command)
+    result.tables, result.note = study_tables(module, study, out, children)
     for tname, df in result.tables.items():
         write_parquet(folder / f"{tname}.parquet", df)
         write_csv(folder / f"{tname}.csv", df)
     return result
+
+
+def check_probes(name: str, module: ModuleType, study: Study) -> None:
+    """An experiment with ``probes()`` needs one run per arm and no sweep axes (checked before training)."""
+    if callable(getattr(module, "probes", None)) and (any(lb.point for lb in study.labels)
+                                                      or not study.one_run_per_label()):
+        raise UserError(f"experiment {name}: probes() needs one run per arm and no [sweep] axes "
+                        "(use --members-per-run >= the seed count)")
+
+
+def run_probes(name: str, module: ModuleType, study: Study, out: Path, device: str, overrides: list[str] | None,
+               root: str | Path | None, quick: bool, command: list[str] | None) -> dict[str, Path]:
+    """Run the experiment's ``probes(base)`` on its finished arms (in this process; finished
+    children are reused); probe label -> the (last) child run folder."""
+    if not callable(getattr(module, "probes", None)):
+        return {}
+    from .probes import PROBES
+
+    base, _ = base_config(name, overrides, root, quick)
+    parents = {lb.arm: out / study.runs_of(lb)[0].run_id for lb in study.labels}
+    children = {}
+    for label, (arm, fields) in module.probes(base).items():
+        fields = dict(fields)
+        kind = fields.pop("kind")
+        if arm not in parents or kind not in PROBES:
+            raise UserError(f"experiment {name}: probe {label!r} names arm {arm!r} of {sorted(parents)} "
+                            f"and kind {kind!r} of {sorted(PROBES)}")
+        got = PROBES[kind](parents[arm], fields, root=out, device=device, command=command)
+        children[label] = got[-1] if isinstance(got, list) else got
+    return children
 
 
 def write_csv(path: Path, df: pd.DataFrame) -> None:

@@ -72,7 +72,8 @@ def test_every_module_of_the_library_is_in_the_wheel(names):
     source = {p.relative_to(ROOT).as_posix() for p in (ROOT / "teacherstudent").rglob("*.py")}
     missing = source - set(names)
     assert not missing, f"not in the wheel (add the subpackage to [tool.setuptools] packages): {sorted(missing)}"
-    for folder, package in [("cli", "teacherstudent_cli"), ("benchmarks", "teacherstudent_benchmarks")]:
+    for folder, package in [("cli", "teacherstudent_cli"), ("benchmarks", "teacherstudent_benchmarks"),
+                            ("analysis/figures", "teacherstudent_analysis/figures")]:
         for p in (ROOT / folder).glob("*.py"):
             assert f"{package}/{p.name}" in names, p
 
