@@ -337,12 +337,13 @@ def test_early_stopping_stops_only_the_members_that_stall():
 
 
 def test_early_stopping_resumes_bit_identical(tmp_path):
-    cfg = tiny("training.epochs=6", "training.early_stop_patience=1", "training.early_stop_min_delta=0.02",
+    # eval loss falls per epoch: member 0 .13 .14 .18 .12 .064, member 1 .11 .094 .097 .06 .044
+    cfg = tiny("training.epochs=6", "training.early_stop_patience=1", "training.early_stop_min_delta=0.07",
                "training.optimizer=adam", "training.lr=0.01")
     whole = run_experiment(cfg, tmp_path / "a", device="cpu")
-    part = run_experiment(cfg, tmp_path / "b", device="cpu", max_steps=20)
+    part = run_experiment(cfg, tmp_path / "b", device="cpu", max_steps=20)  # interrupted at step 24
     part = run_experiment(cfg, tmp_path / "b", device="cpu")
     sa, sb = (json.loads((f / "status.json").read_text())["members"] for f in (whole, part))
-    assert sa == sb
+    assert sa == sb and [m.get("step") for m in sa] == [48, 40]
     a, b = (torch.load(f / "checkpoints" / "final.pt", weights_only=False) for f in (whole, part))
     assert all(torch.equal(x, y) for x, y in zip(a["weights"], b["weights"]))
