@@ -119,7 +119,9 @@ class Autograd(Stepper):
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         self.set_lr(lr)
-        loss = self.loss_fn(self.ens.output(x, train=True, masks=self.masks(x.shape[0])), y)
+        masks = self.masks(x.shape[0])  # passed only with dropout: other architectures need not take masks
+        out = self.ens.output(x, train=True) if masks is None else self.ens.output(x, train=True, masks=masks)
+        loss = self.loss_fn(out, y)
         self.opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         if self.t.clip_norm is not None:
