@@ -116,7 +116,7 @@ class Conv(Architecture):
             ("teacher.bias_mode='fixed'/'uniform' (conv tunes biases per channel)", t.bias and t.bias_mode != "tuned"),
             ("inputs.labels other than 'teacher'", i.labels != "teacher"), ("student.lucky_nodes", s.lucky_nodes != 0),
             ("training.backend='fast' (conv trains with autograd)", tr.backend == "fast"),
-            ("training.renorm", tr.renorm != "none"),
+            ("training.renorm", tr.renorm != "none"), ("training.dropout", tr.dropout > 0),
             ("measure.theory_every (the beta/H statistics are defined for MLP students)", cfg.measure.theory_every != "none"),
         ) if on]
         if refused:

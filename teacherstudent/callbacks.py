@@ -3,12 +3,15 @@
 ``StopDiverged`` holds members whose loss went non-finite; ``KeepWeights`` writes the
 weights at initialisation and at ``training.checkpoint_steps``; the ``Recorder``
 (results.py) measures; ``ResumePoint`` saves the resume checkpoint after each measurement;
-``StopAt`` ends a run early at a measurement (``max_steps``).
+``StopAt`` ends a run early at a measurement (``max_steps``); ``StopEarly`` freezes members
+whose evaluation loss stopped improving (``training.early_stop_patience``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import torch
 
 from .loop import Callback, StopRun, Trainer
 from .store import RunFolder
@@ -17,6 +20,50 @@ from .store import RunFolder
 class StopDiverged(Callback):
     def on_event(self, tr: Trainer, step: int) -> None:
         tr.check_finite()
+
+
+class StopEarly(Callback):
+    """Early stopping per member, on the evaluation loss the Recorder just measured (so it
+    comes after the Recorder): a member whose loss has not fallen below its best so far minus
+    ``min_delta`` for ``patience`` measurements in a row is held still from then on, exactly
+    like a diverged member (``Trainer.dead``). ``stopped[k]``: the step it stopped at, or -1."""
+
+    def __init__(self, patience: int, min_delta: float):
+        self.patience, self.min_delta = patience, min_delta
+        self.best: torch.Tensor | None = None  # [K] float64, best eval loss so far
+        self.waited: torch.Tensor | None = None  # [K] measurements since the last improvement
+        self.stopped: torch.Tensor | None = None  # [K] step stopped at, -1: training
+
+    def on_start(self, tr: Trainer) -> None:
+        if self.best is None:
+            K = tr.ens.K
+            self.best = torch.full((K,), float("inf"), dtype=torch.float64)
+            self.waited = torch.zeros(K, dtype=torch.long)
+            self.stopped = torch.full((K,), -1, dtype=torch.long)
+        if tr.step == 0 and tr.last_eval_loss is not None:  # the Recorder measured the initial students
+            self.update(tr)
+
+    def on_event(self, tr: Trainer, step: int) -> None:
+        if step in tr.measure_at and tr.last_eval_loss is not None and tr.last_eval_loss[0] == step:
+            self.update(tr)
+
+    def update(self, tr: Trainer) -> None:
+        step, loss = tr.last_eval_loss
+        loss = loss.detach().double().cpu()
+        active = (self.stopped < 0) & ~tr.dead.cpu()
+        better = loss < self.best - self.min_delta
+        self.best = torch.where(better & active, loss, self.best)
+        self.waited = torch.where(better, 0, self.waited + 1) * active
+        new = active & (self.waited >= self.patience)
+        if bool(new.any()):
+            self.stopped[new] = step
+            tr.dead |= new.to(tr.dead.device)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "waited": self.waited, "stopped": self.stopped}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.best, self.waited, self.stopped = st["best"], st["waited"], st["stopped"]
 
 
 class KeepWeights(Callback):

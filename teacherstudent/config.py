@@ -182,11 +182,14 @@ class StudentConfig(_Section):
 
     multiplier: int = Field(10, ge=1)
     seeds: tuple[Seed, ...] = Field((0, 1, 2, 3), min_length=1, description="one ensemble member per seed")
-    init: Literal["pytorch", "scaled", "normal"] = Field(
+    init: Literal["pytorch", "scaled", "normal", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform",
+                  "orthogonal"] = Field(
         "pytorch", description="pytorch: nn.Linear's default; scaled: N(0, init_scale^2 / fan_in) weights, zero biases; "
         "normal: N(0, init_std^2) weights (one std, or one per layer incl. the output), zero biases (2020 two-layer "
-        "code: 0.005; 2019 matrix simulator: 0.1)")
-    init_scale: float = Field(1.0, gt=0, description="with init='scaled': weights drawn N(0, init_scale^2 / fan_in)")
+        "code: 0.005; 2019 matrix simulator: 0.1); kaiming_normal/kaiming_uniform (relu gain, fan_in), "
+        "xavier_normal/xavier_uniform, orthogonal: torch.nn.init's, zero biases")
+    init_scale: float = Field(1.0, gt=0, description="every init but 'normal': the weights drawn are multiplied by "
+                              "this (scaled: N(0, init_scale^2 / fan_in))")
     init_std: float | tuple[float, ...] = Field(0.1, description="with init='normal': weight std, one or per layer")
     batchnorm: bool = False
     lucky_nodes: int | tuple[int, ...] = Field(0, description="lucky by construction: this many nodes per hidden layer "
@@ -221,8 +224,8 @@ class StudentConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> StudentConfig:
-        if self.init != "scaled":
-            self._unused("student", self.changed("init_scale"), "student.init='scaled'")
+        if self.init == "normal":
+            self._unused("student", self.changed("init_scale"), "student.init is not 'normal' (init_std gives its scale)")
         if self.init != "normal":
             self._unused("student", self.changed("init_std"), "student.init='normal'")
         stds = self.init_std if isinstance(self.init_std, tuple) else (self.init_std,)
@@ -234,13 +237,14 @@ class StudentConfig(_Section):
 class TrainingConfig(_Section):
     """Optimiser, schedule, loss and length of training."""
 
-    optimizer: str = Field("sgd", description="a name in train.OPTIMIZERS: sgd, adam")
+    optimizer: str = Field("sgd", description="a name in train.OPTIMIZERS: sgd, adam, adamw, rmsprop, adagrad")
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[Beta, Beta] = (0.9, 0.999)
-    schedule: str = Field("constant", description="a name in train.SCHEDULES: constant, piecewise, step, cosine")
+    schedule: str = Field("constant", description="a name in train.SCHEDULES: constant, piecewise, step, cosine, "
+                          "exponential, cyclic, onecycle")
     milestones: dict[int, float] = Field(default_factory=dict, description="piecewise: {epoch: lr}, e.g. {0: 0.2, 20: 0.1}")
     step_epochs: int = Field(10, gt=0, description="step schedule: multiply lr by gamma every step_epochs epochs")
     gamma: float = Field(0.1, gt=0)
@@ -266,20 +270,57 @@ class TrainingConfig(_Section):
     renorm_layers: tuple[int, ...] | None = Field(None, description="renorm='fan_in': weight layers renormalised "
                                                   "(0 = the first, L = the output layer); default all")
     renorm_bias: bool = Field(True, description="renorm='fan_in': the bias counts in the norm and is rescaled with the row")
+    # optimiser-specific (train.OPTIMIZER_FIELDS): rejected under an optimiser that does not read them
+    alpha: float = Field(0.99, ge=0, lt=1, description="rmsprop: smoothing constant of the squared-gradient average")
+    centered: bool = Field(False, description="rmsprop: divide by the gradient's estimated variance instead")
+    lr_decay: float = Field(0.0, ge=0, description="adagrad: step t uses lr / (1 + (t - 1) * lr_decay)")
+    # schedule-specific (train.SCHEDULE_FIELDS)
+    min_lr: float = Field(0.0, ge=0, description="cyclic: the low end of every cycle (lr is the high end)")
+    half_cycle_steps: int = Field(2000, gt=0, description="cyclic: steps from min_lr up to lr, and as many back down")
+    pct_start: float = Field(0.3, gt=0, lt=1, description="onecycle: fraction of the steps spent rising to lr")
+    div_factor: float = Field(25.0, gt=0, description="onecycle: starts at lr / div_factor")
+    final_div_factor: float = Field(1e4, gt=0, description="onecycle: ends at lr / div_factor / final_div_factor")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up over the first steps: step s runs at (s + 1) / "
+                              "warmup_steps times the schedule's rate (any schedule)")
+    warmup_epochs: int = Field(0, ge=0, description="the warm-up length in epochs instead of warmup_steps")
+    # regularisation and stopping
+    clip_norm: float | None = Field(None, gt=0, description="clip each member's total gradient norm to this "
+                                    "(torch.nn.utils.clip_grad_norm_ on that member's parameters alone)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="loss='ce': F.cross_entropy's label_smoothing "
+                                   "(training loss only; the eval loss stays the plain cross-entropy)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="probability that a student hidden node is zeroed in a training "
+                           "step (nn.Dropout after every hidden ReLU; masks from each member's own seeded stream)")
+    early_stop_patience: int | None = Field(None, ge=1, description="stop (freeze) a member whose eval loss has not "
+                                            "fallen below its best minus early_stop_min_delta for this many measurements")
+    early_stop_min_delta: float = Field(0.0, ge=0, description="early_stop_patience: the least fall that counts")
 
     _names = field_validator("optimizer")(classmethod(lambda cls, v: check_name(OPTIMIZERS, "optimizer", v)))
     _schedules = field_validator("schedule")(classmethod(lambda cls, v: check_name(SCHEDULES, "schedule", v)))
     _losses = field_validator("loss")(classmethod(lambda cls, v: check_name(LOSSES, "loss", v)))
     _ckpt = field_validator("checkpoint_steps")(classmethod(lambda cls, v: _distinct_steps("training.checkpoint_steps", v)))
 
+    def _reject_others(self, kind: str, table: dict[str, tuple[str, ...]]) -> None:
+        """Fields that only other entries of ``table`` (OPTIMIZER_FIELDS, SCHEDULE_FIELDS) read, if set."""
+        own = set(table.get(getattr(self, kind), ()))
+        users: dict[tuple[str, ...], list[str]] = {}
+        for field in dict.fromkeys(f for fields in table.values() for f in fields):
+            if field not in own and self.changed(field):
+                users.setdefault(tuple(n for n, fs in table.items() if field in fs), []).append(field)
+        for names, fields in users.items():
+            self._unused("training", fields, f"training.{kind}=" + " or ".join(repr(n) for n in names))
+
     @model_validator(mode="after")
     def _check(self) -> TrainingConfig:
-        for name, fields in OPTIMIZER_FIELDS.items():
-            if name != self.optimizer:
-                self._unused("training", self.changed(*fields), f"training.optimizer={name!r}")
-        for name, fields in SCHEDULE_FIELDS.items():
-            if name != self.schedule and name != "piecewise":
-                self._unused("training", self.changed(*fields), f"training.schedule={name!r}")
+        self._reject_others("optimizer", OPTIMIZER_FIELDS)
+        self._reject_others("schedule", {k: v for k, v in SCHEDULE_FIELDS.items() if k != "piecewise"})
+        if self.warmup_steps and self.warmup_epochs:
+            raise ValueError("training.warmup_steps and training.warmup_epochs both give the warm-up length; set one")
+        if self.loss != "ce":
+            self._unused("training", self.changed("label_smoothing"), "training.loss='ce'")
+        if self.early_stop_patience is None:
+            self._unused("training", self.changed("early_stop_min_delta"), "training.early_stop_patience is set")
+        if self.schedule == "cyclic" and self.min_lr >= self.lr:
+            raise ValueError(f"training.min_lr ({self.min_lr}) must lie below training.lr ({self.lr}), the top of the cycle")
         if self.steps is not None:
             self._unused("training", self.changed("epochs"), "training.steps is left unset (steps replaces epochs)")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
@@ -496,6 +537,14 @@ class ExperimentConfig(_Section):
         total = self.total_steps
         if total > MAX_STEPS:
             raise ValueError(f"training.epochs gives {total} steps, more than {MAX_STEPS}; train fewer epochs")
+        t = self.training
+        warm = t.warmup_steps or t.warmup_epochs * self.steps_per_epoch
+        if warm > total:
+            raise ValueError(f"the warm-up ({warm} steps) lasts longer than the run ({total} steps); shorten "
+                             "training.warmup_steps / warmup_epochs or train longer")
+        if t.schedule == "onecycle" and not 1 < t.pct_start * total < total:
+            raise ValueError(f"training.schedule='onecycle' needs more than 1 rising step: pct_start * steps = "
+                             f"{t.pct_start * total:g}; raise training.pct_start or train longer")
         for name, steps in (("measure.corr_steps", self.measure.corr_steps),
                             ("training.checkpoint_steps", self.training.checkpoint_steps)):
             late = [s for s in steps if not 0 <= s <= total]

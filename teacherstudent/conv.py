@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from .ensemble import init_layer
 from .errors import UserError
 from .seeds import seeded
 from .teacher import _draw_rows, _strength
@@ -218,23 +219,12 @@ def layer_shapes(widths: list[int], outputs: int, g: Geometry) -> list[tuple[int
 
 def init_conv_member(widths: list[int], outputs: int, g: Geometry, seed: int, cfg: StudentConfig) -> list[torch.Tensor]:
     """Initial ``[W_0, b_0, ..., R, r]`` of one student (float64, CPU), drawn as ensemble.init_member draws
-    (``pytorch``: ``nn.Conv2d``/``nn.Linear``'s default U(+-1/sqrt(fan_in)), fan_in = ``n_{l-1} k^2``)."""
+    (``ensemble.init_layer`` per layer; ``pytorch``: ``nn.Conv2d``/``nn.Linear``'s default U(+-1/sqrt(fan_in)),
+    fan_in = ``n_{l-1} k^2``)."""
     gen = seeded(seed)
     shapes = layer_shapes(widths, outputs, g)
     stds = cfg.init_std if isinstance(cfg.init_std, tuple) else (cfg.init_std,) * len(shapes)
-    params = []
-    for shape, std in zip(shapes, stds):
-        fan_in = math.prod(shape[1:])
-        if cfg.init == "pytorch":
-            bound = 1.0 / math.sqrt(fan_in)
-            w = (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
-            b = (torch.rand(shape[0], generator=gen, dtype=torch.float64) * 2 - 1) * bound
-        else:
-            scale = std if cfg.init == "normal" else cfg.init_scale / math.sqrt(fan_in)
-            w = torch.randn(shape, generator=gen, dtype=torch.float64) * scale
-            b = torch.zeros(shape[0], dtype=torch.float64)
-        params += [w, b]
-    return params
+    return [t for shape, std in zip(shapes, stds) for t in init_layer(shape, std, cfg, gen)]
 
 
 class ConvEnsemble:

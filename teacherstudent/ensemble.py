@@ -21,12 +21,24 @@ import torch
 from .seeds import seeded
 
 
+# torch.nn.init's weight initialisations (student.init), on a ``[n_out, n_in]`` weight like nn.Linear's
+NN_INITS = {
+    "kaiming_normal": lambda w, gen: torch.nn.init.kaiming_normal_(w, nonlinearity="relu", generator=gen),
+    "kaiming_uniform": lambda w, gen: torch.nn.init.kaiming_uniform_(w, nonlinearity="relu", generator=gen),
+    "xavier_normal": lambda w, gen: torch.nn.init.xavier_normal_(w, generator=gen),
+    "xavier_uniform": lambda w, gen: torch.nn.init.xavier_uniform_(w, generator=gen),
+    "orthogonal": lambda w, gen: torch.nn.init.orthogonal_(w, generator=gen),
+}
+
+
 def init_member(widths: list[int], d: int, outputs: int, seed: int, cfg: StudentConfig) -> list[torch.Tensor]:
     """Initial ``[W_0, b_0, W_1, b_1, ..., W_out, b_out]`` of one student (float64, CPU).
 
     ``pytorch``: ``nn.Linear``'s default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights
     and biases. ``scaled``: weights N(0, init_scale^2 / fan_in), zero biases. ``normal``:
-    weights N(0, init_std^2) (one std, or one per weight layer), zero biases.
+    weights N(0, init_std^2) (one std, or one per weight layer), zero biases. ``NN_INITS``
+    (kaiming, xavier, orthogonal): ``torch.nn.init``'s, layer by layer from the seed's
+    generator, zero biases. Every init but ``normal`` multiplies its weights by ``init_scale``.
     """
     gen = seeded(seed)
     params = []
@@ -34,19 +46,28 @@ def init_member(widths: list[int], d: int, outputs: int, seed: int, cfg: Student
     layers = [*widths, outputs]
     stds = cfg.init_std if isinstance(cfg.init_std, tuple) else (cfg.init_std,) * len(layers)
     for n, std in zip(layers, stds):
-        if cfg.init == "normal":
-            w = torch.randn(n, fan_in, generator=gen, dtype=torch.float64) * std
-            b = torch.zeros(n, dtype=torch.float64)
-        elif cfg.init == "pytorch":
-            bound = 1.0 / math.sqrt(fan_in)
-            w = (torch.rand(n, fan_in, generator=gen, dtype=torch.float64) * 2 - 1) * bound
-            b = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * bound
-        else:
-            w = torch.randn(n, fan_in, generator=gen, dtype=torch.float64) * (cfg.init_scale / math.sqrt(fan_in))
-            b = torch.zeros(n, dtype=torch.float64)
-        params += [w, b]
+        params += init_layer((n, fan_in), std, cfg, gen)
         fan_in = n
     return params
+
+
+def init_layer(shape: tuple[int, ...], std: float, cfg: StudentConfig, gen: torch.Generator) -> list[torch.Tensor]:
+    """One layer's ``[weight, bias]`` (float64) of weight ``shape`` = ``(n_out, *fan_in dims)`` as ``cfg.init``
+    draws it (see ``init_member``); fan-in is the product of every dimension but the first
+    (a convolution's ``n_in k k``), as ``nn.Linear``/``nn.Conv2d`` and ``torch.nn.init`` count it."""
+    n, fan_in = shape[0], math.prod(shape[1:])
+    if cfg.init == "normal":
+        return [torch.randn(shape, generator=gen, dtype=torch.float64) * std, torch.zeros(n, dtype=torch.float64)]
+    if cfg.init == "pytorch":
+        bound = 1.0 / math.sqrt(fan_in)
+        w = (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+        b = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+        return [w * cfg.init_scale if cfg.init_scale != 1 else w, b]
+    if cfg.init in NN_INITS:
+        return [NN_INITS[cfg.init](torch.empty(shape, dtype=torch.float64), gen) * cfg.init_scale,
+                torch.zeros(n, dtype=torch.float64)]
+    w = torch.randn(shape, generator=gen, dtype=torch.float64) * (cfg.init_scale / math.sqrt(fan_in))
+    return [w, torch.zeros(n, dtype=torch.float64)]
 
 
 class Ensemble:
@@ -116,8 +137,10 @@ class Ensemble:
         return [w.detach().norm(dim=1) for w in self.weights[1:]]
 
     # ---- computation ------------------------------------------------------
-    def forward(self, x: torch.Tensor, train: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """``x``: ``[B, d]`` shared by all members (or ``[K, B, d]``).
+    def forward(self, x: torch.Tensor, train: bool = False,
+                masks: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``x``: ``[B, d]`` shared by all members (or ``[K, B, d]``); ``masks``: dropout masks
+        ``[K, B, n_l]`` (0 or ``1 / (1 - p)``) multiplied into the hidden post-activations.
 
         Returns the hidden post-activations ``[K, B, n_l]`` per layer and the output ``[K, B, C]``.
         """
@@ -128,6 +151,8 @@ class Ensemble:
             if self.batchnorm:
                 z = self._bn(z, l, train)
             h = torch.relu(z)
+            if masks is not None:
+                h = h * masks[l]
             hidden.append(h)
         out = torch.baddbmm(self.biases[-1][:, None, :], h, self.weights[-1].transpose(1, 2))
         return hidden, out
@@ -146,8 +171,8 @@ class Ensemble:
             mean, var = run_mean, run_var
         return (z - mean[:, None, :]) / torch.sqrt(var[:, None, :] + self.BN_EPS) * gamma[:, None, :] + beta[:, None, :]
 
-    def output(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
-        return self.forward(x, train)[1]
+    def output(self, x: torch.Tensor, train: bool = False, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        return self.forward(x, train, masks)[1]
 
 
 def as_modules(ens: Ensemble) -> list[torch.nn.Sequential]:

@@ -21,7 +21,8 @@ import torch
 
 
 def loss_and_grads(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str,
-                   out: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                   out: list[torch.Tensor] | None = None, masks: list[torch.Tensor] | None = None,
+                   smoothing: float = 0.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Each member's mean loss ``[K]`` and the gradients of their sum w.r.t. ``params``.
 
     ``params`` = ``[W_0, b_0, ..., W_out, b_out]`` stacked over members; ``loss`` is
@@ -29,13 +30,16 @@ def loss_and_grads(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Ten
     ``out``, buffers shaped like ``params``, receives the gradients: reusing them step after
     step matters on CPU, where a fresh gradient of tens of MB is a fresh ``mmap`` whose pages
     fault in on every step (the weight-gradient ``bmm`` of the papers' large widths ran at a
-    third of its speed that way).
+    third of its speed that way). ``masks``: dropout masks ``[K, B, n_l]`` per hidden layer
+    (0 or ``1 / (1 - p)``), multiplied into each hidden layer's post-activations;
+    ``smoothing``: the cross-entropy's label smoothing.
     """
     grads = out if out is not None else [torch.empty_like(p) for p in params]
-    return _forward_backward(params, x_BxD, y, loss, grads, None), grads
+    return _forward_backward(params, x_BxD, y, loss, grads, None, masks, smoothing), grads
 
 
-def sgd_step(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, lr: float) -> torch.Tensor:
+def sgd_step(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, lr: float,
+             masks: list[torch.Tensor] | None = None, smoothing: float = 0.0) -> torch.Tensor:
     """One plain SGD step (no momentum, no weight decay) in place; returns each member's loss ``[K]``.
 
     The update goes into the weight-gradient matmul (``W.baddbmm_(g^T, h, alpha=-lr)``), so
@@ -43,12 +47,13 @@ def sgd_step(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, l
     was a tenth of the step. Each ``W_l`` is used for the gradient below it before it moves.
     Equal to ``loss_and_grads`` followed by ``torch.optim.SGD`` up to float rounding.
     """
-    return _forward_backward(params, x_BxD, y, loss, None, lr)
+    return _forward_backward(params, x_BxD, y, loss, None, lr, masks, smoothing)
 
 
 @torch.no_grad()
 def _forward_backward(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str,
-                      grads: list[torch.Tensor] | None, lr: float | None) -> torch.Tensor:
+                      grads: list[torch.Tensor] | None, lr: float | None, masks: list[torch.Tensor] | None = None,
+                      smoothing: float = 0.0) -> torch.Tensor:
     """Forward, loss and backward; gradients go to ``grads``, or (``lr`` given) straight into the weights."""
     Ws, bs = params[0::2], params[1::2]
     L = len(Ws)
@@ -58,6 +63,8 @@ def _forward_backward(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.
         z = torch.matmul(h, Ws[l].transpose(1, 2)) if l == 0 else torch.bmm(h, Ws[l].transpose(1, 2))
         z += bs[l][:, None, :]
         h = z.clamp_min_(0)
+        if masks is not None:
+            h.mul_(masks[l])  # dropout: the ReLU mask below (threshold_backward on h) covers dropped nodes too
         acts.append(h)
     pred = torch.baddbmm(bs[-1][:, None, :], h, Ws[-1].transpose(1, 2))
     B, C = pred.shape[1], pred.shape[2]
@@ -71,14 +78,22 @@ def _forward_backward(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.
         g = diff.mul_(1.0 / B)
     else:
         logp = torch.log_softmax(pred, -1)
-        value = -logp.gather(2, y.expand(pred.shape[0], B)[..., None]).squeeze(2).mean(1)
+        nll = -logp.gather(2, y.expand(pred.shape[0], B)[..., None]).squeeze(2)
+        if smoothing:  # F.cross_entropy(label_smoothing=eps): (1 - eps) * nll + eps * mean over classes of -logp
+            value = ((1 - smoothing) * nll - smoothing / C * logp.sum(2)).mean(1)
+        else:
+            value = nll.mean(1)
         g = logp.exp_()
-        g.scatter_add_(2, y.expand(pred.shape[0], B)[..., None], torch.full_like(g[..., :1], -1.0))
+        g.scatter_add_(2, y.expand(pred.shape[0], B)[..., None], torch.full_like(g[..., :1], -(1.0 - smoothing)))
+        if smoothing:
+            g.sub_(smoothing / C)
         g.mul_(1.0 / B)
     for l in range(L - 1, -1, -1):
         h_in = acts[l - 1] if l > 0 else x_BxD
         gT = g.transpose(1, 2)
         g_below = torch.ops.aten.threshold_backward(torch.bmm(g, Ws[l]), h_in, 0.0) if l > 0 else None  # ReLU mask, fused
+        if masks is not None and l > 0:
+            g_below.mul_(masks[l - 1])
         if grads is not None:
             if l > 0:
                 torch.bmm(gT, h_in, out=grads[2 * l])
@@ -109,25 +124,31 @@ def member_targets(y: torch.Tensor, k0: int, k1: int) -> torch.Tensor:
 
 
 def loss_and_grads_chunked(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, chunk: int,
-                           out: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                           out: list[torch.Tensor] | None = None, masks: list[torch.Tensor] | None = None,
+                           smoothing: float = 0.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``loss_and_grads`` over members ``chunk`` at a time: the same numbers, bounded activation memory."""
     K = params[0].shape[0]
     grads = out if out is not None else [torch.empty_like(p) for p in params]
     if chunk >= K:
-        return loss_and_grads(params, x_BxD, y, loss, grads)
+        return loss_and_grads(params, x_BxD, y, loss, grads, masks, smoothing)
     values = []
     for k0 in range(0, K, chunk):  # slices along dim 0 of contiguous buffers are contiguous: written in place
         v, _ = loss_and_grads([p[k0:k0 + chunk] for p in params], x_BxD, member_targets(y, k0, k0 + chunk), loss,
-                              [g[k0:k0 + chunk] for g in grads])
+                              [g[k0:k0 + chunk] for g in grads], _rows(masks, k0, k0 + chunk), smoothing)
         values.append(v)
     return torch.cat(values), grads
 
 
 def sgd_step_chunked(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, lr: float,
-                     chunk: int) -> torch.Tensor:
+                     chunk: int, masks: list[torch.Tensor] | None = None, smoothing: float = 0.0) -> torch.Tensor:
     """``sgd_step`` over members ``chunk`` at a time (each member's update is its own)."""
     K = params[0].shape[0]
     if chunk >= K:
-        return sgd_step(params, x_BxD, y, loss, lr)
-    return torch.cat([sgd_step([p[k0:k0 + chunk] for p in params], x_BxD, member_targets(y, k0, k0 + chunk), loss, lr)
+        return sgd_step(params, x_BxD, y, loss, lr, masks, smoothing)
+    return torch.cat([sgd_step([p[k0:k0 + chunk] for p in params], x_BxD, member_targets(y, k0, k0 + chunk), loss, lr,
+                               _rows(masks, k0, k0 + chunk), smoothing)
                       for k0 in range(0, K, chunk)])
+
+
+def _rows(masks: list[torch.Tensor] | None, k0: int, k1: int) -> list[torch.Tensor] | None:
+    return None if masks is None else [m[k0:k1] for m in masks]

@@ -42,6 +42,7 @@ class Trainer:
         self.first_bad = torch.full((K,), -1, dtype=torch.long, device=device)  # first non-finite step per member
         self.dead = torch.zeros(K, dtype=torch.bool, device=device)  # members held still
         self._epoch: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        self.last_eval_loss: tuple[int, torch.Tensor] | None = None  # (step, [K]) of the latest snapshot
         self._workspace: dict = {}  # measurement buffers, reused
         self._after_step = getattr(self.ens, "after_step", None)  # e.g. a weight-pruned ensemble's masks
         t = cfg.training
@@ -124,6 +125,7 @@ class Trainer:
                        member_chunk=self.measure_chunk, workspace=self._workspace)
         if self.cfg.training.loss_reduction == "half_sum":  # the eval loss in the training loss's units
             snap.eval_loss = snap.eval_loss * (d.y_eval.shape[1] / 2)
+        self.last_eval_loss = (snap.step, snap.eval_loss)  # for callbacks after the Recorder (StopEarly)
         return snap
 
     def train_loss(self) -> torch.Tensor | None:

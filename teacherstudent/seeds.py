@@ -36,6 +36,7 @@ class Stream(IntEnum):
     PERMUTE = 5  # label permutation (inputs.labels='permuted')
     LUCKY = 6  # noise of lucky-by-construction students
     SAMPLE = 7  # minibatch indices drawn with replacement (training.sampling='replacement')
+    DROPOUT = 0xD80F  # each member's dropout masks (training.dropout), seeded by its student seed
     WIDE_TEACHER = 0x31DE  # the wide teacher of inputs.labels='wide_teacher'
     STRUCTURE = 0x1B7E5  # what an input kind draws once (cluster centres, manifold basis, digit split)
     PROBE_FRESH = 0xF4E5  # fresh weights of rewind='reinit' / reinit probes

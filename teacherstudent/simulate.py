@@ -17,7 +17,7 @@ import torch
 
 from . import __version__, resources
 from .build import build
-from .callbacks import KeepWeights, ResumePoint, StopAt, StopDiverged
+from .callbacks import KeepWeights, ResumePoint, StopAt, StopDiverged, StopEarly
 from .config import ExperimentConfig
 from .devices import pick_device
 from .ensemble import Ensemble
@@ -84,7 +84,10 @@ def _run(cfg: ExperimentConfig, opts: RunOptions, init_ensemble, dev: torch.devi
     ens = init_ensemble(dev, getattr(torch, cfg.training.dtype)) if init_ensemble else None
     tr = Trainer(build(cfg, dev, ensemble=ens), opts.memory_budget)
     recorder = Recorder(folder, cfg)
-    callbacks: list[Callback] = [StopDiverged(), KeepWeights(folder), recorder, *opts.callbacks]
+    t = cfg.training
+    early = StopEarly(t.early_stop_patience, t.early_stop_min_delta) if t.early_stop_patience is not None else None
+    callbacks: list[Callback] = [StopDiverged(), KeepWeights(folder), recorder, *([early] if early else []),
+                                 *opts.callbacks]
     resume = ResumePoint(folder, list(callbacks))
     callbacks.append(resume)
     if opts.max_steps is not None:
@@ -112,10 +115,21 @@ def _run(cfg: ExperimentConfig, opts: RunOptions, init_ensemble, dev: torch.devi
         members = [{"member": s, "status": "diverged" if fb >= 0 else "ok",
                     **({"reason": f"non-finite training loss at step {fb} (epoch {fb // tr.steps_per_epoch}); stopped there"}
                        if fb >= 0 else {})} for s, fb in zip(cfg.student.seeds, first_bad)]
+        if early is not None:
+            _early_stopped(members, early, t, tr.steps_per_epoch)
         folder.mark("finished", tr.step, tr.total_steps, seconds=round(time.perf_counter() - t0, 3), members=members)
     except OSError as err:  # disk full, read-only folder, ...: the resume point stays; the same command resumes
         raise _interrupted_by(folder, err, resume.saved, tr.total_steps) from None
     return folder.path
+
+
+def _early_stopped(members: list[dict], early: StopEarly, t, steps_per_epoch: int) -> None:
+    """Mark the members ``StopEarly`` froze: status ``stopped_early``, the step and why."""
+    for m, s in zip(members, early.stopped.tolist()):
+        if s >= 0 and m["status"] == "ok":
+            m.update(status="stopped_early", step=s,
+                     reason=f"eval loss did not fall by more than {t.early_stop_min_delta:g} below its best for "
+                            f"{t.early_stop_patience} measurements: held at step {s} (epoch {s / steps_per_epoch:g})")
 
 
 def _interrupted_by(folder: RunFolder, err: OSError, step: int, total: int) -> OSError:

@@ -7,7 +7,10 @@ buffers, then a ``torch.optim`` optimiser. ``autograd``: ``Ensemble.forward`` an
 ``choose`` picks one from ``training.backend``; ``STEPPERS`` is the registry.
 
 Every stepper returns each member's loss ``[K]`` on the batch and keeps its state
-(optimiser moments) in ``state_dict``.
+(optimiser moments, and with ``training.dropout`` each member's mask generator) in
+``state_dict``. Options on every path: label smoothing and dropout (also fused);
+per-member gradient clipping (``fast`` and ``autograd``: it needs the whole gradient
+before the update, so ``choose`` never fuses with it).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import torch
 
 from .build import Problem
 from .fast import loss_and_grads_chunked, members_per_chunk, sgd_step_chunked
-from .train import loss_kind, make_optimizer, member_loss
+from .seeds import Stream, generator
+from .train import clip_per_member_, loss_kind, make_optimizer, member_loss
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per step or measurement chunk
 
@@ -34,6 +38,21 @@ class Stepper:
         outputs = self.ens.weights[-1].shape[1]
         self.chunk = members_per_chunk(problem.widths, outputs, cfg.training.batch_size,
                                        self.ens.params[0].element_size(), memory_budget)
+        self.smoothing = cfg.training.label_smoothing
+        self.dropout = cfg.training.dropout
+        # one mask stream per member, from its student seed: a member's masks do not depend on its ensemble
+        self.dropout_gens = [generator(s, Stream.DROPOUT) for s in cfg.student.seeds] if self.dropout else []
+
+    def masks(self, B: int) -> list[torch.Tensor] | None:
+        """This step's dropout masks ``[K, B, n_l]`` per hidden layer, 0 or ``1 / (1 - p)`` like
+        ``nn.Dropout``: member ``k`` keeps a node where ``torch.rand(B, n_l)`` from its own
+        generator is below ``1 - p``, layer after layer (None without dropout)."""
+        if not self.dropout:
+            return None
+        p, params = self.dropout, self.ens.params[0]
+        keep = [torch.stack([torch.rand(B, n, generator=g) < 1 - p for g in self.dropout_gens])
+                for n in self.problem.widths]
+        return [k.to(params.device, params.dtype).div_(1 - p) for k in keep]
 
     def set_lr(self, lr: float) -> None:
         for g in self.opt.param_groups:
@@ -43,9 +62,17 @@ class Stepper:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
-        return self.opt.state_dict()
+        st = self.opt.state_dict()
+        if self.dropout_gens:
+            st = {**st, "dropout_rng": [g.get_state() for g in self.dropout_gens]}
+        return st
 
     def load_state_dict(self, st: dict) -> None:
+        st = dict(st)
+        rng = st.pop("dropout_rng", None)
+        if self.dropout_gens:
+            for g, state in zip(self.dropout_gens, rng, strict=True):
+                g.set_state(state)
         self.opt.load_state_dict(st)
 
 
@@ -55,7 +82,7 @@ class FusedSGD(Stepper):
     name = "fused_sgd"
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
-        return sgd_step_chunked(self.ens.params, x, y, self.loss, lr, self.chunk)
+        return sgd_step_chunked(self.ens.params, x, y, self.loss, lr, self.chunk, self.masks(x.shape[0]), self.smoothing)
 
 
 class Fast(Stepper):
@@ -71,7 +98,10 @@ class Fast(Stepper):
         self.set_lr(lr)
         if self.grads is None:  # written in place every step (see fast.loss_and_grads)
             self.grads = [torch.empty_like(p) for p in self.ens.params]
-        loss, grads = loss_and_grads_chunked(self.ens.params, x, y, self.loss, self.chunk, self.grads)
+        loss, grads = loss_and_grads_chunked(self.ens.params, x, y, self.loss, self.chunk, self.grads,
+                                             self.masks(x.shape[0]), self.smoothing)
+        if self.t.clip_norm is not None:
+            clip_per_member_(grads, self.t.clip_norm)
         for p, g in zip(self.ens.params, grads):
             p.grad = g
         self.opt.step()
@@ -85,13 +115,17 @@ class Autograd(Stepper):
 
     def __init__(self, problem: Problem, memory_budget: float = DEFAULT_MEMORY_BUDGET):
         super().__init__(problem, memory_budget)
-        self.loss_fn = member_loss(self.loss)
+        self.loss_fn = member_loss(self.loss, self.smoothing)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         self.set_lr(lr)
-        loss = self.loss_fn(self.ens.output(x, train=True), y)
+        masks = self.masks(x.shape[0])  # passed only with dropout: other architectures need not take masks
+        out = self.ens.output(x, train=True) if masks is None else self.ens.output(x, train=True, masks=masks)
+        loss = self.loss_fn(out, y)
         self.opt.zero_grad(set_to_none=True)
         loss.sum().backward()
+        if self.t.clip_norm is not None:
+            clip_per_member_([p.grad for p in self.ens.trainable], self.t.clip_norm)
         self.opt.step()
         return loss.detach()
 
@@ -101,14 +135,15 @@ STEPPERS: dict[str, type[Stepper]] = {"fused_sgd": FusedSGD, "fast": Fast, "auto
 
 def choose(problem: Problem) -> str:
     """The stepper ``training.backend`` asks for: ``auto`` takes the fast path whenever it
-    applies (mlp students without BatchNorm), fused when the optimiser is plain SGD."""
+    applies (mlp students without BatchNorm), fused when the optimiser is plain SGD without gradient clipping."""
     t = problem.cfg.training
     if problem.cfg.arch != "mlp":  # the hand-written paths cover stacked fully connected students only
         return "autograd"
     fast = t.backend == "fast" or (t.backend == "auto" and not problem.ens.batchnorm)
     if not fast:
         return "autograd"
-    return "fused_sgd" if t.optimizer == "sgd" and t.momentum == 0 and t.weight_decay == 0 else "fast"
+    plain = t.optimizer == "sgd" and t.momentum == 0 and t.weight_decay == 0 and t.clip_norm is None
+    return "fused_sgd" if plain else "fast"
 
 
 def make_stepper(problem: Problem, memory_budget: float = DEFAULT_MEMORY_BUDGET) -> Stepper:

@@ -161,7 +161,7 @@ def test_unknown_key_is_a_one_line_user_error(override, field):
     ("student.multiplier=0", "student.multiplier"),
     ("student.multiplier=many", "student.multiplier"),
     ("training.lr=-0.1", "training.lr"),
-    ("training.optimizer=rmsprop", "training.optimizer"),
+    ("training.optimizer=lbfgs", "training.optimizer"),
     ("teacher.widths=[10, 0]", "teacher.widths"),
     ("teacher.firing=1.5", "teacher"),
     ("teacher.firing=[0.5, 0.5]", "teacher"),  # 2 values for 4 layers

@@ -144,6 +144,7 @@ def test_digits_are_1x8x8_images():
     ((*CONV, "training.backend='fast'"), "training.backend='fast'"),
     ((*CONV, "inputs.labels='permuted'"), "inputs.labels other than 'teacher'"),
     ((*CONV, "teacher.bias_mode='fixed'"), "teacher.bias_mode='fixed'/'uniform'"),
+    ((*CONV, "training.dropout=0.1"), "does not support training.dropout"),
     ((*CONV, "measure.theory_every='log'"), "measure.theory_every (the beta/H statistics are defined for MLP students)"),
     ((*CONV, "conv.stride=[1, 1, 1]"), "conv.stride has 3 values but the teacher has 2 conv layers"),
     ((*CONV, "conv.stride=2", "conv.padding=0"), "has no output positions"),
@@ -344,3 +345,21 @@ def test_study_packing_counts_conv_activations_at_every_position():
 
     small, big = member_bytes(conv()), member_bytes(conv("inputs.image_size=12"))
     assert big - small == 4 * (3 * 64 + 2 * 256) * 30 * (144 - 36)  # float32, (12 + 18) channels, 36 -> 144 positions
+
+
+@pytest.mark.parametrize("init, gain", [("kaiming_normal", 2.0), ("xavier_normal", None), ("scaled", 1.0)])
+def test_conv_students_draw_every_student_init_with_the_conv_fan_in(init, gain):
+    """student.init reaches conv students: weight std follows fan_in = n_in k^2 (fan_out = n_out k^2 for xavier),
+    as torch.nn.init counts a Conv2d weight; init_scale multiplies the weights."""
+    from teacherstudent.conv import geometry, init_conv_member
+
+    cfg = conv(f"student.init='{init}'", "teacher.widths=[8, 16]")
+    g = geometry(cfg)
+    widths = [n * cfg.student.multiplier for n in cfg.teacher.widths]
+    w1 = init_conv_member(widths, cfg.teacher.outputs, g, 0, cfg.student)[2]  # layer 1: [48, 24, 3, 3]
+    fan_in, fan_out = w1[0].numel(), w1.shape[0] * 9
+    want = (gain / fan_in) ** 0.5 if gain else (2.0 / (fan_in + fan_out)) ** 0.5
+    assert w1.std().item() == pytest.approx(want, rel=0.05)
+    doubled = init_conv_member(widths, cfg.teacher.outputs, g, 0, conv(f"student.init='{init}'", "teacher.widths=[8, 16]",
+                                                                        "student.init_scale=2.0").student)[2]
+    torch.testing.assert_close(doubled, 2 * w1)
