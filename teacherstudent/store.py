@@ -32,6 +32,8 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "teacher_nodes": ("run", "member", "layer", "teacher_node", "winner", "init_rank_pct", "init_corr", "final_corr",
                       "match_count", "teacher_fanout_norm"),
     "student_nodes": ("run", "member", "layer", "student_node", "step", "best_corr", "best_teacher", "fanout_norm"),
+    # probes that train nothing hold their own table instead of the three above (config ``_Probe.TABLES``)
+    "flatness": ("run", "parent", "member", "step", "statistic", "index", "value"),
 }
 REPAIR_HINT = "run `teacherstudent verify {root} --repair` to recompute it (or delete the run folder and run again)"
 TEMP_GLOB = ".*.tmp"  # atomic_write_bytes' temporary files
@@ -237,6 +239,14 @@ def run_status(folder: Path) -> dict[str, Any]:
     return read_json(path) if path.exists() else {"state": "created"}
 
 
+def folder_tables(folder: Path) -> tuple[str, ...]:
+    """The tables a finished run folder holds: ``TABLES``, or a non-training probe's own (``flatness``)."""
+    from .config import build_config
+
+    probe = build_config(read_config(folder)).probe
+    return probe.TABLES if probe is not None and probe.TABLES else TABLES
+
+
 def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> None:
     if isinstance(obj, dict) and not (prefix.endswith("milestones")):
         for k, v in obj.items():
@@ -256,7 +266,8 @@ def load_runs(root: str | Path = "runs", table: str = "metrics", config: bool = 
               strict: bool = False) -> pd.DataFrame:
     """One DataFrame of ``table`` across every finished run under ``root``.
 
-    ``table`` is one of ``metrics``, ``teacher_nodes``, ``student_nodes``; with ``config``
+    ``table`` is one of ``metrics``, ``teacher_nodes``, ``student_nodes`` (or a probe's own
+    table, ``flatness``: only the folders that hold it are read); with ``config``
     every row also carries the run's config flattened into columns (``student.multiplier``, ...).
     A damaged run (its table truncated, garbage, of the wrong schema, or its config.json or
     status.json damaged) is skipped with a ``DamagedRunWarning`` (a ``UserWarning``) naming the file; with ``strict``
@@ -264,13 +275,13 @@ def load_runs(root: str | Path = "runs", table: str = "metrics", config: bool = 
     """
     import warnings
 
-    if table not in TABLES:
-        raise UserError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
+    if table not in TABLE_COLUMNS:
+        raise UserError(f"unknown table {table!r}; known: {', '.join(TABLE_COLUMNS)}")
     frames = []
     for folder in list_runs(root):
         path = folder / f"{table}.parquet"
         try:
-            if run_status(folder).get("state") != "finished":
+            if run_status(folder).get("state") != "finished" or table not in folder_tables(folder):
                 continue
             df = read_table_file(path, table, REPAIR_HINT.format(root=Path(root)))
             if config:
