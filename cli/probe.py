@@ -101,7 +101,7 @@ def _train_and_compare(parent: Path, kind: str, jobs: list[Callable[[_Bars], lis
 
 # The library speaks in config fields (probe.keep); the command line in flags (--keep).
 FLAGS = {f"probe.{f}": f"--{f}" for f in ("keep", "by", "scope", "rewind", "rounds", "seed", "nodes", "layers", "rule",
-                                         "at", "samples", "top", "lanczos", "probes", "tol")}
+                                         "at", "samples", "top", "lanczos", "probes")}
 FLAGS["probe.density_probes"] = "--density-probes"
 
 
@@ -234,7 +234,6 @@ def flatness(
     lanczos: int = typer.Option(40, "--lanczos", help="Lanczos steps (Hessian-vector products) per eigen-solve or quadrature."),
     probes: int = typer.Option(64, "--probes", help="Rademacher probes of the Hutchinson trace."),
     density_probes: int = typer.Option(4, "--density-probes", help="Probes per node group of the near-zero quadrature."),
-    tol: float = typer.Option(1e-3, "--tol", help="Near-zero: |eigenvalue| <= tol * the top eigenvalue."),
     seed: int = typer.Option(0, "--seed", help="Seed of the Lanczos start and the probes."),
     out: Path = OUT,
     device: str = DEVICE,
@@ -245,7 +244,7 @@ def flatness(
     from teacherstudent.store import read_table_file
 
     folder = run_flatness(run, root=out, device=device, command=sys.argv, at=at, samples=samples, top=top,
-                          lanczos=lanczos, probes=probes, density_probes=density_probes, tol=tol, seed=seed)
+                          lanczos=lanczos, probes=probes, density_probes=density_probes, seed=seed)
     _print_table(flatness_table(read_table_file(folder / "flatness.parquet"), folder.name))
     console.print(f"results: {folder}")
 
@@ -266,7 +265,8 @@ def flatness_table(df, name: str) -> Table:
                   _f(v["trace"][0], ".4g"), _f(v["trace_se"][0], ".2g"), _f(v["top_share_unaligned"][0]),
                   _f(v["near_zero_frac"][0]), _f(v["near_zero_share_unaligned"][0]), _f(v["param_share_unaligned"][0]))
     t.caption = ("top: unal.: share of the top eigenvector in weights of unaligned nodes (final best correlation below "
-                 "measure.covered); near-0 frac: fraction of directions with |eigenvalue| <= tol * top; near-0: unal.: "
-                 "their share in unaligned nodes' weights; params: unal.: the share of all weights (the baseline).")
+                 "measure.covered); near-0 frac: fraction of directions in the window around eigenvalue 0 (docs/science.md "
+                 "§7); near-0: unal.: their share in unaligned nodes' weights; params: unal.: the share of all "
+                 "weights (the baseline).")
     t.caption_justify = "left"
     return t

@@ -416,10 +416,11 @@ class ReinitProbe(_Probe):
 class FlatnessProbe(_Probe):
     """The Hessian of the parent's training loss at ``at`` (``final`` or ``step:K``, 0 = init):
     the ``top`` eigenvalues (Lanczos, ``lanczos`` steps), the trace (Hutchinson, ``probes``
-    Rademacher probes) and the share of the top and of the near-zero (``|lambda| <= tol *
-    lambda_max``) eigen-directions in the weights of unaligned vs aligned student nodes
-    (stochastic Lanczos quadrature, ``density_probes`` probes), on the first ``samples``
-    training samples, in float64. It trains nothing: its folder holds ``flatness.parquet``."""
+    Rademacher probes) and the share of the top and of the near-zero eigen-directions (a
+    polynomial window around zero whose width shrinks with ``lanczos``) in the weights of
+    unaligned vs aligned student nodes (stochastic Lanczos quadrature, ``density_probes``
+    probes), on the first ``samples`` training samples, in float64. It trains nothing: its
+    folder holds ``flatness.parquet``."""
 
     _IDENTITY: ClassVar[tuple[str, ...]] = ("at",)
     TABLES: ClassVar[tuple[str, ...]] = ("flatness",)  # what its folder holds instead of a run's tables
@@ -428,10 +429,10 @@ class FlatnessProbe(_Probe):
     at: str = Field("final", description="final, or step:K (a checkpoint the parent kept; step:0 = init)")
     samples: int = Field(4096, gt=0, description="the first this many training samples (all when there are fewer)")
     top: int = Field(5, ge=1, description="top eigenvalues reported")
-    lanczos: int = Field(40, ge=2, description="Lanczos steps (Hessian-vector products) per eigen-solve or quadrature")
+    lanczos: int = Field(40, ge=3, description="Lanczos steps (Hessian-vector products) per eigen-solve or quadrature; "
+                         "the near-zero window's half-width is about sqrt(ln 2 / (lanczos - 2)) of the spectral radius")
     probes: int = Field(64, ge=1, description="Rademacher probes of the Hutchinson trace")
     density_probes: int = Field(4, ge=1, description="Rademacher probes of the near-zero quadrature, per node group")
-    tol: float = Field(1e-3, gt=0, lt=1, description="near-zero: |eigenvalue| <= tol * the member's top eigenvalue")
     seed: Seed = 0
 
     @field_validator("at")

@@ -170,7 +170,7 @@ def read_table_file(path: Path, table: str | None = None, hint: str | None = Non
     missing = [c for c in TABLE_COLUMNS.get(table, ()) if c not in df.columns]
     if missing:
         raise UserError(f"{path} is corrupted (wrong schema: no column {', '.join(missing)}); {hint}")
-    text = [c for c in TABLE_COLUMNS.get(table, ()) if c in ("run", "split", "metric")]
+    text = [c for c in TABLE_COLUMNS.get(table, ()) if c in ("run", "split", "metric", "parent", "statistic")]
     wrong = [c for c in TABLE_COLUMNS.get(table, ()) if c not in text and not pd.api.types.is_numeric_dtype(df[c])]
     if wrong:
         raise UserError(f"{path} is corrupted (wrong schema: column {', '.join(wrong)} is not numeric); {hint}")

@@ -13,7 +13,7 @@ import torch
 from conftest import assert_user_error, file_bytes, invoke, tiny
 from teacherstudent.config import FlatnessProbe
 from teacherstudent.ensemble import Ensemble
-from teacherstudent.probes.flatness import flatness_stats, group_fractions, node_owners
+from teacherstudent.probes.flatness import flatness_stats, group_fractions, near_zero_window, node_owners, window_degree
 from teacherstudent.probes.hessian import flatten, hutchinson, hvp_operator, quadrature, ritz
 
 K, D, WIDTHS, C, N = 2, 3, [4, 3], 2, 24
@@ -144,26 +144,130 @@ def test_top_shares_match_the_exact_eigenvectors():
         torch.testing.assert_close(stats[f"param_share_{g}"], fr[g].sum(1) / P)
 
 
-def test_near_zero_share_is_exact_with_a_full_krylov_space():
-    """With every basis vector as a probe and P Lanczos steps the quadrature is exact:
-    sum_i w_i (P_0)_ii, P_0 the projector on the eigenvectors with |lambda| <= cut."""
+def test_near_zero_window_quadrature_is_exact_per_probe():
+    """Gauss quadrature with m nodes is exact for the window polynomial (degree 2q < 2m): with the
+    basis vectors as probes it gives sum_i w_i phi(H)_ii exactly, with m = 20 < P = 39 steps."""
     ens, x, y, loss = _problem(8)
+    H = _exact_hessians(ens, x, y)
+    P, m = H.shape[1], 20
+    lam, U = torch.linalg.eigh(H)
+    rho, q = 1.05 * lam.abs().amax(1), window_degree(m)
+    phi_ii = torch.einsum("kij,kj->ki", U.square(), near_zero_window(lam, rho[:, None], q))  # diag of phi(H)
+    fr = group_fractions(ens, _aligned_masks())
+    op = hvp_operator(loss, ens.trainable)
+    for g, w in fr.items():
+        V = torch.zeros(P, K, P, dtype=torch.float64)
+        V[torch.arange(P), :, torch.arange(P)] = w.T.sqrt()
+        nodes, weights = quadrature(op, V, m, torch.Generator().manual_seed(9))
+        got = (weights * near_zero_window(nodes, rho[None, :, None], q)).sum((0, 2))
+        torch.testing.assert_close(got, (w * phi_ii).sum(1), rtol=1e-8, atol=1e-10)
+    # the window: 1 at zero, 1/2 at the reported half-width, non-negative past rho
+    assert near_zero_window(torch.tensor(0.0), 2.0, q) == 1
+    torch.testing.assert_close(near_zero_window(torch.tensor(2.0 * (1 - 0.5 ** (1 / q)) ** 0.5), 2.0, q), torch.tensor(0.5))
+    assert near_zero_window(torch.tensor(2.5), 2.0, q) >= 0
+
+
+def test_near_zero_shares_within_their_standard_errors():
+    ens, x, y, loss = _problem(10)
     H = _exact_hessians(ens, x, y)
     P = H.shape[1]
     lam, U = torch.linalg.eigh(H)
     fr = group_fractions(ens, _aligned_masks())
-    op = hvp_operator(loss, ens.trainable)
-    for k in range(K):
-        a = lam[k].abs().sort().values
-        i0 = int((a <= 1e-9 * a[-1]).sum())  # numerically zero (dead units) below i0
-        j = i0 + int((a[i0 + 1:i0 + 6] / a[i0:i0 + 5]).argmax())
-        assert a[j + 1] / a[j] > 1.3  # a real gap: the indicator is stable there
-        cut = float((a[j] * a[j + 1]).sqrt())  # the zero cluster and a few small eigenvalues lie below
-        proj = (U[k][:, lam[k].abs() <= cut].square()).sum(1)  # (P_0)_ii
-        for g, w in fr.items():
-            V = torch.zeros(P, K, P, dtype=torch.float64)
-            V[torch.arange(P), k, torch.arange(P)] = w[k].sqrt()
-            V[:, 1 - k] = 1.0  # the other member: any vector
-            nodes, weights = quadrature(op, V, P, torch.Generator().manual_seed(9))
-            got = (weights[:, k] * (nodes[:, k].abs() <= cut)).sum()
-            torch.testing.assert_close(got, (w[k] * proj).sum(), rtol=1e-7, atol=1e-9)
+    spec = FlatnessProbe(parent="p-0", top=1, lanczos=30, probes=2, density_probes=200)
+    stats = flatness_stats(hvp_operator(loss, ens.trainable), K, P, fr, spec, torch.Generator().manual_seed(11),
+                           torch.float64, "cpu")
+    rho, q = 1.05 * lam.abs().amax(1), window_degree(spec.lanczos)
+    phi = torch.einsum("kij,kj,klj->kil", U, near_zero_window(lam, rho[:, None], q), U)  # phi(H)
+    total = phi.diagonal(dim1=1, dim2=2).sum(1)
+    # every group's probe uses the same r: their sum is r^T M r, M = sum_g D_g^1/2 phi D_g^1/2 (tr M = tr phi)
+    parts = [*fr.values(), 1 - sum(fr.values())]
+    M = sum(w.sqrt()[:, :, None] * phi * w.sqrt()[:, None, :] for w in parts)
+    se = (2 * (M.square().sum((1, 2)) - M.diagonal(dim1=1, dim2=2).square().sum(1)) / spec.density_probes).sqrt()
+    assert ((stats["near_zero_frac"] * P - total).abs() < 4 * se).all(), (stats["near_zero_frac"] * P, total, se)
+    for g, w in fr.items():
+        exact = (w * phi.diagonal(dim1=1, dim2=2)).sum(1) / total
+        assert ((stats[f"near_zero_share_{g}"] - exact).abs() < 0.05).all(), (g, stats[f"near_zero_share_{g}"], exact)
+
+
+# ---- the probe end to end -------------------------------------------------------
+
+FAST = ["--samples", "128", "--top", "3", "--lanczos", "8", "--probes", "4", "--density-probes", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory):
+    from teacherstudent.simulate import run_experiment
+
+    root = tmp_path_factory.mktemp("flatness_runs")
+    return run_experiment(tiny(training__checkpoint_steps=[8]), root, device="cpu", command=["pytest"])
+
+
+def test_cli_final_and_step_k_write_linked_tables_and_rerun_idempotently(parent):
+    import pandas as pd
+
+    from teacherstudent.config import build_config
+    from teacherstudent.store import load_runs, read_json
+    from teacherstudent.verify import verify
+
+    root = parent.parent
+    folders = {}
+    for at, step in (("final", 16), ("step:8", 8), ("step:0", 0)):
+        r = invoke("probe", "flatness", parent.name, "--at", at, *FAST, "--out", root)
+        assert r.exit_code == 0, r.output
+        assert "Hessian of the training loss" in r.stdout
+        folder = root / r.stdout.split("results: ")[1].split()[0].strip().split("/")[-1]
+        cfg = build_config(read_json(folder / "config.json"))
+        assert cfg.run_id == folder.name and folder.name.startswith(f"{parent.name.split('-')[0]}.flatness-")
+        assert cfg.probe.parent == parent.name and cfg.probe.at == at and cfg.probe.samples == 128
+        df = pd.read_parquet(folder / "flatness.parquet")
+        assert set(df.step) == {step} and set(df.member) == {0, 1} and set(df.parent) == {parent.name}
+        assert list(df.columns) == ["run", "parent", "member", "step", "statistic", "index", "value"]
+        ev = df[df.statistic == "eigenvalue"].sort_values(["member", "index"])
+        assert len(ev) == 6 and (ev.groupby("member").value.diff().dropna() <= 0).all()  # largest first
+        assert read_json(folder / "status.json")["state"] == "finished" and (folder / "probe.json").exists()
+        folders[at] = folder
+    assert len(set(folders.values())) == 3
+    # idempotent: asking again reuses the folder, byte for byte
+    before = file_bytes(folders["final"])
+    r = invoke("probe", "flatness", parent.name, *FAST, "--out", root)
+    assert r.exit_code == 0 and file_bytes(folders["final"]) == before
+    # the run store: load_runs reads the probe's table (and only the probe folders for it), ls, verify
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fl = load_runs(root, table="flatness")
+        metrics = load_runs(root, table="metrics")
+    assert set(fl.run) == {f.name for f in folders.values()} and "probe.at" in fl.columns
+    assert set(metrics.run) == {parent.name}
+    r = invoke("ls", "--out", root)
+    assert r.exit_code == 0 and all(f.name in r.stdout for f in folders.values())
+    assert all(rc.action == "ok" for rc in verify(root)), [(rc.folder.name, rc.problems) for rc in verify(root)]
+
+
+def test_a_damaged_flatness_table_is_reported_by_verify(parent, tmp_path):
+    from teacherstudent.verify import verify
+
+    root = tmp_path / "runs"
+    shutil.copytree(parent.parent, root)
+    r = invoke("probe", "flatness", parent.name, *FAST, "--out", root)
+    assert r.exit_code == 0, r.output
+    table = next(root.glob("*.flatness-*")) / "flatness.parquet"
+    table.write_bytes(b"garbage")
+    bad = [rc for rc in verify(root) if rc.damaged]
+    assert len(bad) == 1 and bad[0].action == "cannot" and "flatness.parquet" in bad[0].problems[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nosuchrun"], "is not a run folder"),
+    (["{parent}", "--at", "step:5"], "kept no weights at step 5 (kept: [0, 8])"),
+    (["{parent}", "--at", "middle"], "--at must be final or step:K"),
+    (["{parent}", "--top", "9", "--lanczos", "8"], "--top (9) must not exceed --lanczos (8)"),
+    (["{parent}", "--samples", "0"], "--samples: Input should be greater than 0"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(parent, args, message):
+    from teacherstudent.store import list_runs
+
+    before, runs = file_bytes(parent.parent), list_runs(parent.parent)
+    r = invoke("probe", "flatness", *[a.format(parent=parent.name) for a in args], "--out", parent.parent)
+    assert_user_error(r)
+    assert message in r.stderr, r.stderr
+    assert file_bytes(parent.parent) == before and list_runs(parent.parent) == runs

@@ -12,10 +12,14 @@ the evaluation set stands in for the population):
   versus its *aligned* ones. Weight ownership is ``node_owners`` (one map); an entry owned by
   two nodes counts half to each; output biases belong to no node.
 
-The near-zero share is basis-free: ``tr(D_g P_0) / tr(P_0)``, ``P_0`` the projector on the
-eigen-directions with ``|lambda| <= tol * lambda_max`` and ``D_g`` the diagonal of group ``g``'s
-ownership fractions, i.e. the group's part of the Hessian's local spectral density near zero.
-``tr(D_g P_0)`` is estimated by stochastic Lanczos quadrature with probes ``r * sqrt(D_g)``.
+The near-zero share is basis-free: ``tr(D_g phi(H)) / tr(phi(H))``, ``D_g`` the diagonal of
+group ``g``'s ownership fractions and ``phi`` a window around zero, the polynomial
+``(1 - lambda^2 / rho^2)^q`` (``rho`` just above the spectral radius, ``q`` even, ``2q`` below
+twice the Lanczos steps): stochastic Lanczos quadrature with probes ``r * sqrt(D_g)`` computes it
+exactly for each probe (no Lanczos resolution error), and the only error is the probes'.
+The window's half-height half-width (``near_zero_halfwidth``, about ``rho sqrt(ln 2 / q)``) is
+reported: more Lanczos steps narrow it. A sharp cut ``|lambda| < tol * lambda_max`` cannot be
+resolved by a few dozen Lanczos steps when the spectrum is continuous near zero.
 
 The probe trains nothing. Its folder ``<parent name>.flatness-<hash>`` next to the parent holds
 ``config.json`` (the parent's config plus the ``probe`` section), ``meta.json``, ``status.json``,
@@ -54,7 +58,7 @@ GROUPS = ("unaligned", "aligned")  # plus "unowned" (output biases): the three f
 def flatness_plan(run: str | Path, spec: FlatnessProbe | dict | None = None, root: str | Path = "runs",
                   **fields) -> tuple[Path, ExperimentConfig, ExperimentConfig]:
     """The parent and the probe's child config (fields: ``at``, ``samples``, ``top``, ``lanczos``,
-    ``probes``, ``density_probes``, ``tol``, ``seed``), all checked; the weights at ``at`` exist."""
+    ``probes``, ``density_probes``, ``seed``), all checked; the weights at ``at`` exist."""
     parent, pcfg = finished_parent(run, root)
     spec = probe_config(FlatnessProbe, spec, **fields, parent=parent.name)
     weights_at(parent, spec.at)
@@ -167,20 +171,33 @@ def flatness_stats(op, K: int, P: int, fractions: dict[str, torch.Tensor], spec:
     for g, w in fractions.items():
         out[f"trace_share_{g}"] = (diag * w).sum(-1) / diag.sum(-1)
 
-    cut = spec.tol * vals[:, 0].abs()  # near-zero: |lambda| <= tol * lambda_max
+    rho, q = 1.05 * theta[0].abs().amax(-1), window_degree(spec.lanczos)  # rho: above the spectral radius
     owned = torch.stack(list(fractions.values()))
     parts = torch.cat([owned, (1 - owned.sum(0, keepdim=True)).clamp_min(0)])  # [G + 1, K, P], the last: unowned
     mass = torch.zeros(len(parts), K, dtype=dtype, device=device)
     for _ in range(spec.density_probes):
         r = rademacher((1, K, P), gen, dtype, device)
         nodes, weights = quadrature(op, r * parts.sqrt(), spec.lanczos, gen)
-        mass += (weights * (nodes.abs() <= cut[None, :, None])).sum(-1) / spec.density_probes
+        mass += (weights * near_zero_window(nodes, rho[None, :, None], q)).sum(-1) / spec.density_probes
     total = mass.sum(0)
     out["near_zero_frac"] = total / P
+    out["near_zero_halfwidth"] = rho * (1 - 0.5 ** (1 / q)) ** 0.5  # |lambda| where the window is 1/2
     for i, g in enumerate(fractions):
         out[f"near_zero_share_{g}"] = mass[i] / total
         out[f"param_share_{g}"] = fractions[g].sum(-1) / P
     return out
+
+
+def window_degree(steps: int) -> int:
+    """``q``: the largest even power with ``2q < 2 * steps`` (Gauss quadrature of ``steps`` nodes is exact
+    for polynomials of degree below ``2 * steps``)."""
+    return max(2, 2 * ((steps - 1) // 2))
+
+
+def near_zero_window(lam: torch.Tensor, rho: torch.Tensor | float, q: int) -> torch.Tensor:
+    """``phi(lambda) = (1 - lambda^2 / rho^2)^q``: 1 at zero, 1/2 at ``|lambda| = rho sqrt(1 - 2^(-1/q))``
+    (about ``rho sqrt(ln 2 / q)``), near 0 at ``|lambda| ~ rho``; non-negative (``q`` even)."""
+    return (1 - (lam / rho).square()) ** q
 
 
 def flatness_table(run_id: str, parent: str, seeds: tuple[int, ...], step: int, stats: dict[str, torch.Tensor],
