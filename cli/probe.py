@@ -20,7 +20,7 @@ from rich.table import Table
 
 from .common import console, user_errors
 
-app = typer.Typer(help="Lottery-ticket and re-initialisation probes of a finished run (docs/science.md §5).",
+app = typer.Typer(help="Lottery-ticket, re-initialisation and flatness probes of a finished run (docs/science.md §5, §8).",
                   no_args_is_help=True)
 
 RUN = typer.Argument(..., help="Parent run: folder, run id or unique prefix.")
@@ -266,7 +266,7 @@ def flatness_table(df, name: str) -> Table:
                   _f(v["near_zero_frac"][0]), _f(v["near_zero_share_unaligned"][0]), _f(v["param_share_unaligned"][0]))
     t.caption = ("top: unal.: share of the top eigenvector in weights of unaligned nodes (final best correlation below "
                  "measure.covered); near-0 frac: fraction of directions in the window around eigenvalue 0 (docs/science.md "
-                 "§7); near-0: unal.: their share in unaligned nodes' weights; params: unal.: the share of all "
+                 "§8); near-0: unal.: their share in unaligned nodes' weights; params: unal.: the share of all "
                  "weights (the baseline).")
     t.caption_justify = "left"
     return t

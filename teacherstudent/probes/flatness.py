@@ -1,4 +1,4 @@
-"""The flat-minima probe: the Hessian of a finished run's training loss (docs/science.md §7).
+"""The flat-minima probe: the Hessian of a finished run's training loss (docs/science.md §8).
 
 ``run_flatness(parent, at=...)`` loads the parent's students at ``final`` or ``step:K``
 (``step:0`` = init), in float64, and measures per member the Hessian ``H_k`` of its training
@@ -154,7 +154,7 @@ def training_loss(problem: Problem, samples: int):
 
 def flatness_stats(op, K: int, P: int, fractions: dict[str, torch.Tensor], spec: FlatnessProbe,
                    gen: torch.Generator, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
-    """Every statistic, ``[K]`` or ``[K, top]`` (see the module docstring and docs/science.md §7)."""
+    """Every statistic, ``[K]`` or ``[K, top]`` (see the module docstring and docs/science.md §8)."""
     out: dict[str, torch.Tensor] = {}
     theta, vecs = ritz(op, torch.randn(1, K, P, generator=gen, dtype=dtype).to(device), spec.lanczos, gen)
     top = min(spec.top, theta.shape[-1])
