@@ -27,7 +27,7 @@ PROBES: dict[str, Callable[..., list[Path] | Path]] = {"lottery": run_lottery, "
 
 
 def run_probe(run: str | Path, spec, **kw) -> list[Path]:
-    """Run the probe config ``spec`` (a ``LotteryProbe`` or ``ReinitProbe``) on ``run``; the child folders."""
+    """Run the probe config ``spec`` (a ``LotteryProbe``, ``ReinitProbe`` or ``FlatnessProbe``) on ``run``; the child folders."""
     out = PROBES[spec.kind](run, spec, **kw)
     return out if isinstance(out, list) else [out]
 

@@ -48,7 +48,7 @@ from ..runtime import provenance
 from ..seeds import Stream, generator
 from ..store import load_torch, read_table_file, write_json, write_parquet
 from ..train import loss_kind, member_loss
-from .hessian import flatten, hutchinson, hvp_operator, quadrature, rademacher, ritz
+from .hessian import flatten, hutchinson, hvp_operator, quadrature, rademacher
 from .rewind import checkpoint_state
 from .runs import child_config, finished_parent, is_complete
 
@@ -156,7 +156,13 @@ def flatness_stats(op, K: int, P: int, fractions: dict[str, torch.Tensor], spec:
                    gen: torch.Generator, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
     """Every statistic, ``[K]`` or ``[K, top]`` (see the module docstring and docs/science.md §8)."""
     out: dict[str, torch.Tensor] = {}
-    theta, vecs = ritz(op, torch.randn(1, K, P, generator=gen, dtype=dtype).to(device), spec.lanczos, gen)
+    # one batched Lanczos run: row 0 from a random start (the top eigenpairs), then for every density
+    # probe r one row per node group, r * sqrt(D_g) (the near-zero quadrature)
+    owned = torch.stack(list(fractions.values()))
+    parts = torch.cat([owned, (1 - owned.sum(0, keepdim=True)).clamp_min(0)])  # [G + 1, K, P], the last: unowned
+    starts = [torch.randn(1, K, P, generator=gen, dtype=dtype).to(device)]
+    starts += [rademacher((1, K, P), gen, dtype, device) * parts.sqrt() for _ in range(spec.density_probes)]
+    theta, weights, vecs = quadrature(op, torch.cat(starts), spec.lanczos, gen, vectors=1)
     top = min(spec.top, theta.shape[-1])
     vals, u = theta[0, :, -top:].flip(-1), vecs[0, :, -top:].flip(1)  # [K, top], [K, top, P]
     res = op(u.transpose(0, 1)).transpose(0, 1) - vals[..., None] * u
@@ -172,13 +178,8 @@ def flatness_stats(op, K: int, P: int, fractions: dict[str, torch.Tensor], spec:
         out[f"trace_share_{g}"] = (diag * w).sum(-1) / diag.sum(-1)
 
     rho, q = 1.05 * theta[0].abs().amax(-1), window_degree(spec.lanczos)  # rho: above the spectral radius
-    owned = torch.stack(list(fractions.values()))
-    parts = torch.cat([owned, (1 - owned.sum(0, keepdim=True)).clamp_min(0)])  # [G + 1, K, P], the last: unowned
-    mass = torch.zeros(len(parts), K, dtype=dtype, device=device)
-    for _ in range(spec.density_probes):
-        r = rademacher((1, K, P), gen, dtype, device)
-        nodes, weights = quadrature(op, r * parts.sqrt(), spec.lanczos, gen)
-        mass += (weights * near_zero_window(nodes, rho[None, :, None], q)).sum(-1) / spec.density_probes
+    phi = (weights[1:] * near_zero_window(theta[1:], rho[None, :, None], q)).sum(-1)  # [density_probes * (G + 1), K]
+    mass = phi.view(spec.density_probes, len(parts), K).mean(0)
     total = mass.sum(0)
     out["near_zero_frac"] = total / P
     out["near_zero_halfwidth"] = rho * (1 - 0.5 ** (1 / q)) ** 0.5  # |lambda| where the window is 1/2

@@ -111,17 +111,20 @@ def ritz(op: Operator, v0: torch.Tensor, steps: int, gen: torch.Generator | None
     return theta, torch.einsum("skij,skip->skjp", s, Q)
 
 
-def quadrature(op: Operator, V: torch.Tensor, steps: int, gen: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def quadrature(op: Operator, V: torch.Tensor, steps: int, gen: torch.Generator | None = None, vectors: int = 0
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Gauss quadrature of ``v^T f(H) v`` (stochastic Lanczos quadrature, Ubaru et al. 2017):
     nodes ``theta: [S, K, m]`` and weights ``[S, K, m]`` with ``v^T f(H) v ~ sum weights * f(theta)``,
-    exact for polynomials of degree < 2m (and for every ``f`` once the Krylov space is exhausted)."""
+    exact for polynomials of degree < 2m (and for every ``f`` once the Krylov space is exhausted).
+    The nodes are the Ritz values; with ``vectors`` > 0 also the Ritz vectors ``[vectors, K, m, P]``
+    of the first ``vectors`` rows (one batched Lanczos run serves an eigen-solve and quadratures)."""
     norm2 = V.square().sum(-1, keepdim=True)
     if (norm2 == 0).any():  # a zero vector (an empty node group): any start, weight 0
         V = torch.where(norm2 > 0, V, torch.randn(V.shape, generator=gen, dtype=V.dtype).to(V.device))
-    T, _ = lanczos(op, V, steps, gen)
+    T, Q = lanczos(op, V, steps, gen)
     theta, s = torch.linalg.eigh(T)
-    return theta, s[..., 0, :].square() * norm2
+    ritz_vectors = torch.einsum("skij,skip->skjp", s[:vectors], Q[:vectors]) if vectors else None
+    return theta, s[..., 0, :].square() * norm2, ritz_vectors
 
 
 def hutchinson(op: Operator, K: int, P: int, probes: int, gen: torch.Generator, dtype: torch.dtype, device,
