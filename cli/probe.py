@@ -219,8 +219,14 @@ def show(run: str = RUN, out: Path = OUT) -> None:
         mine = [f for f in found if run_config(f).probe.kind == kind]
         if mine:
             _print_table(comparison_table([parent, *mine], kind))
+    for f in found:
+        if run_config(f).probe.kind == "flatness":
+            from teacherstudent.store import read_table_file
+
+            _print_table(flatness_table(read_table_file(f / "flatness.parquet"), f.name))
     if not found:
-        console.print(f"{parent.name} has no finished probes; make one with `teacherstudent probe lottery` or `probe reinit`.")
+        console.print(f"{parent.name} has no finished probes; make one with `teacherstudent probe lottery`, `probe reinit` "
+                      "or `probe flatness`.")
 
 
 @app.command()

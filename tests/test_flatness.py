@@ -240,6 +240,8 @@ def test_cli_final_and_step_k_write_linked_tables_and_rerun_idempotently(parent)
     assert set(metrics.run) == {parent.name}
     r = invoke("ls", "--out", root)
     assert r.exit_code == 0 and all(f.name in r.stdout for f in folders.values())
+    r = invoke("probe", "show", parent.name, "--out", root)
+    assert r.exit_code == 0 and r.stdout.count("Hessian of the training loss") == 3, r.output
     assert all(rc.action == "ok" for rc in verify(root)), [(rc.folder.name, rc.problems) for rc in verify(root)]
 
 
