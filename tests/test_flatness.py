@@ -142,6 +142,9 @@ def test_top_shares_match_the_exact_eigenvectors():
     assert (stats["eigenvalue_residual"] < 1e-6).all()
     for g in fr:
         torch.testing.assert_close(stats[f"param_share_{g}"], fr[g].sum(1) / P)
+        # r^T H r = sum_i r_i (H r)_i: the trace is the sum of the diagonal estimate, split by group
+        torch.testing.assert_close(stats[f"curvature_per_weight_{g}"] * fr[g].sum(1),
+                                   stats["trace"] * stats[f"trace_share_{g}"], rtol=1e-9, atol=1e-12)
 
 
 def test_near_zero_window_quadrature_is_exact_per_probe():

@@ -176,6 +176,7 @@ def flatness_stats(op, K: int, P: int, fractions: dict[str, torch.Tensor], spec:
     out["trace_se"] = quad.std(0) / spec.probes ** 0.5 if spec.probes > 1 else torch.full((K,), float("nan"))
     for g, w in fractions.items():
         out[f"trace_share_{g}"] = (diag * w).sum(-1) / diag.sum(-1)
+        out[f"curvature_per_weight_{g}"] = (diag * w).sum(-1) / w.sum(-1)  # tr(D_g H) / tr(D_g)
 
     rho, q = 1.05 * theta[0].abs().amax(-1), window_degree(spec.lanczos)  # rho: above the spectral radius
     phi = (weights[1:] * near_zero_window(theta[1:], rho[None, :, None], q)).sum(-1)  # [density_probes * (G + 1), K]
