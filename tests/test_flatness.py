@@ -14,7 +14,7 @@ from conftest import assert_user_error, file_bytes, invoke, tiny
 from teacherstudent.config import FlatnessProbe
 from teacherstudent.ensemble import Ensemble
 from teacherstudent.probes.flatness import flatness_stats, group_fractions, near_zero_window, node_owners, window_degree
-from teacherstudent.probes.hessian import flatten, hutchinson, hvp_operator, quadrature, ritz
+from teacherstudent.probes.hessian import hutchinson, hvp_operator, quadrature, ritz
 
 K, D, WIDTHS, C, N = 2, 3, [4, 3], 2, 24
 
@@ -176,7 +176,7 @@ def test_near_zero_shares_within_their_standard_errors():
     P = H.shape[1]
     lam, U = torch.linalg.eigh(H)
     fr = group_fractions(ens, _aligned_masks())
-    spec = FlatnessProbe(parent="p-0", top=1, lanczos=30, probes=2, density_probes=200)
+    spec = FlatnessProbe(parent="p-0", top=1, lanczos=20, probes=2, density_probes=50)
     stats = flatness_stats(hvp_operator(loss, ens.trainable), K, P, fr, spec, torch.Generator().manual_seed(11),
                            torch.float64, "cpu")
     rho, q = 1.05 * lam.abs().amax(1), window_degree(spec.lanczos)
@@ -189,7 +189,8 @@ def test_near_zero_shares_within_their_standard_errors():
     assert ((stats["near_zero_frac"] * P - total).abs() < 4 * se).all(), (stats["near_zero_frac"] * P, total, se)
     for g, w in fr.items():
         exact = (w * phi.diagonal(dim1=1, dim2=2)).sum(1) / total
-        assert ((stats[f"near_zero_share_{g}"] - exact).abs() < 0.05).all(), (g, stats[f"near_zero_share_{g}"], exact)
+        # a ratio of two estimates: errors of about 0.003 with these seeds; a swapped group is off by > 0.2
+        assert ((stats[f"near_zero_share_{g}"] - exact).abs() < 0.02).all(), (g, stats[f"near_zero_share_{g}"], exact)
 
 
 # ---- the probe end to end -------------------------------------------------------
