@@ -1,4 +1,4 @@
-"""``teacherstudent probe ...``: lottery-ticket and re-initialisation probes of a finished run.
+"""``teacherstudent probe ...``: lottery-ticket, re-initialisation and flatness probes of a finished run.
 
 Each command calls one library function (``teacherstudent.probes``), shows a progress bar
 per probe and closes with a table comparing the probes with the parent. Probes are child
@@ -20,7 +20,7 @@ from rich.table import Table
 
 from .common import console, user_errors
 
-app = typer.Typer(help="Lottery-ticket and re-initialisation probes of a finished run (docs/science.md §5).",
+app = typer.Typer(help="Lottery-ticket, re-initialisation and flatness probes of a finished run (docs/science.md §5, §8).",
                   no_args_is_help=True)
 
 RUN = typer.Argument(..., help="Parent run: folder, run id or unique prefix.")
@@ -100,7 +100,9 @@ def _train_and_compare(parent: Path, kind: str, jobs: list[Callable[[_Bars], lis
 
 
 # The library speaks in config fields (probe.keep); the command line in flags (--keep).
-FLAGS = {f"probe.{f}": f"--{f}" for f in ("keep", "by", "scope", "rewind", "rounds", "seed", "nodes", "layers", "rule")}
+FLAGS = {f"probe.{f}": f"--{f}" for f in ("keep", "by", "scope", "rewind", "rounds", "seed", "nodes", "layers", "rule",
+                                         "at", "samples", "top", "lanczos", "probes")}
+FLAGS["probe.density_probes"] = "--density-probes"
 
 
 def flag_errors(fn: Callable) -> Callable:
@@ -217,5 +219,60 @@ def show(run: str = RUN, out: Path = OUT) -> None:
         mine = [f for f in found if run_config(f).probe.kind == kind]
         if mine:
             _print_table(comparison_table([parent, *mine], kind))
+    for f in found:
+        if run_config(f).probe.kind == "flatness":
+            from teacherstudent.store import read_table_file
+
+            _print_table(flatness_table(read_table_file(f / "flatness.parquet"), f.name))
     if not found:
-        console.print(f"{parent.name} has no finished probes; make one with `teacherstudent probe lottery` or `probe reinit`.")
+        console.print(f"{parent.name} has no finished probes; make one with `teacherstudent probe lottery`, `probe reinit` "
+                      "or `probe flatness`.")
+
+
+@app.command()
+@user_errors
+@flag_errors
+def flatness(
+    run: str = RUN,
+    at: str = typer.Option("final", "--at", help="final, or step:K (a checkpoint the parent kept; step:0 = init)."),
+    samples: int = typer.Option(4096, "--samples", help="Training samples the loss is taken over (the first ones)."),
+    top: int = typer.Option(5, "--top", help="Top Hessian eigenvalues to report."),
+    lanczos: int = typer.Option(40, "--lanczos", help="Lanczos steps (Hessian-vector products) per eigen-solve or quadrature."),
+    probes: int = typer.Option(64, "--probes", help="Rademacher probes of the Hutchinson trace."),
+    density_probes: int = typer.Option(4, "--density-probes", help="Probes per node group of the near-zero quadrature."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the Lanczos start and the probes."),
+    out: Path = OUT,
+    device: str = DEVICE,
+) -> None:
+    """The Hessian of the training loss at --at: top eigenvalues, trace, and where its top and
+    near-zero directions live (unaligned vs aligned student nodes). Trains nothing."""
+    from teacherstudent.probes import run_flatness
+    from teacherstudent.store import read_table_file
+
+    folder = run_flatness(run, root=out, device=device, command=sys.argv, at=at, samples=samples, top=top,
+                          lanczos=lanczos, probes=probes, density_probes=density_probes, seed=seed)
+    _print_table(flatness_table(read_table_file(folder / "flatness.parquet"), folder.name))
+    console.print(f"results: {folder}")
+
+
+def flatness_table(df, name: str) -> Table:
+    """One row per member: step, top eigenvalues, trace, and the unaligned nodes' shares."""
+    t = Table(title=f"{name}: Hessian of the training loss", box=box.SIMPLE_HEAD, pad_edge=False)
+    cols = {"eigenvalue": "top eigenvalues", "trace": "trace", "trace_se": "± se",
+            "top_share_unaligned": "top: unal.", "near_zero_frac": "near-0 frac",
+            "near_zero_share_unaligned": "near-0: unal.", "param_share_unaligned": "params: unal."}
+    t.add_column("member")
+    t.add_column("step", justify="right")
+    for c in cols.values():
+        t.add_column(c, justify="right")
+    for member, m in df.groupby("member", sort=True):
+        v = {s: g.sort_values("index")["value"].tolist() for s, g in m.groupby("statistic")}
+        t.add_row(str(member), str(int(m["step"].iloc[0])), " ".join(_f(x, ".4g") for x in v["eigenvalue"]),
+                  _f(v["trace"][0], ".4g"), _f(v["trace_se"][0], ".2g"), _f(v["top_share_unaligned"][0]),
+                  _f(v["near_zero_frac"][0]), _f(v["near_zero_share_unaligned"][0]), _f(v["param_share_unaligned"][0]))
+    t.caption = ("top: unal.: share of the top eigenvector in weights of unaligned nodes (final best correlation below "
+                 "measure.covered); near-0 frac: fraction of directions in the window around eigenvalue 0 (docs/science.md "
+                 "§8); near-0: unal.: their share in unaligned nodes' weights; params: unal.: the share of all "
+                 "weights (the baseline).")
+    t.caption_justify = "left"
+    return t

@@ -419,6 +419,8 @@ class _Probe(_Section):
 
     # fields that always appear in the run id, at their default too (0.2 probe run ids listed them)
     _IDENTITY: ClassVar[tuple[str, ...]] = ()
+    # the tables its folder holds: None = a run's (the probe trains); else its own (store.folder_tables)
+    TABLES: ClassVar[tuple[str, ...] | None] = None
 
     def canonical(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude_none=True)
@@ -487,8 +489,45 @@ class ReinitProbe(_Probe):
         return tuple(sorted(v)) if v is not None else None
 
 
+class FlatnessProbe(_Probe):
+    """The Hessian of the parent's training loss at ``at`` (``final`` or ``step:K``, 0 = init):
+    the ``top`` eigenvalues (Lanczos, ``lanczos`` steps), the trace (Hutchinson, ``probes``
+    Rademacher probes) and the share of the top and of the near-zero eigen-directions (a
+    polynomial window around zero whose width shrinks with ``lanczos``) in the weights of
+    unaligned vs aligned student nodes (stochastic Lanczos quadrature, ``density_probes``
+    probes), on the first ``samples`` training samples, in float64. It trains nothing: its
+    folder holds ``flatness.parquet``."""
+
+    _IDENTITY: ClassVar[tuple[str, ...]] = ("at",)
+    TABLES: ClassVar[tuple[str, ...]] = ("flatness",)  # what its folder holds instead of a run's tables
+    kind: Literal["flatness"] = "flatness"
+    parent: RunId
+    at: str = Field("final", description="final, or step:K (a checkpoint the parent kept; step:0 = init)")
+    samples: int = Field(4096, gt=0, description="the first this many training samples (all when there are fewer)")
+    top: int = Field(5, ge=1, description="top eigenvalues reported")
+    lanczos: int = Field(40, ge=3, description="Lanczos steps (Hessian-vector products) per eigen-solve or quadrature; "
+                         "the near-zero window's half-width is about sqrt(ln 2 / (lanczos - 2)) of the spectral radius")
+    probes: int = Field(64, ge=1, description="Rademacher probes of the Hutchinson trace")
+    density_probes: int = Field(4, ge=1, description="Rademacher probes of the near-zero quadrature, per node group")
+    seed: Seed = 0
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, v: str) -> str:
+        if v != "final" and re.fullmatch(r"step:[0-9]+", v) is None:
+            raise ValueError(f"probe.at must be final or step:K (K a step whose weights the parent kept, 0 = init), got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> FlatnessProbe:
+        if self.top > self.lanczos:
+            raise ValueError(f"probe.top ({self.top}) must not exceed probe.lanczos ({self.lanczos}): Lanczos gives "
+                             "at most one eigenvalue per step")
+        return self
+
+
 # One model per probe kind (add a kind: its model here, its runner in probes.PROBES).
-ProbeConfig = Annotated[Union[LotteryProbe, ReinitProbe], Field(discriminator="kind")]
+ProbeConfig = Annotated[Union[LotteryProbe, ReinitProbe, FlatnessProbe], Field(discriminator="kind")]
 
 
 class ExperimentConfig(_Section):
@@ -606,7 +645,7 @@ def format_validation_error(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
         path = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
-        if path[:1] == ["probe"] and len(path) > 1 and path[1] in ("lottery", "reinit"):
+        if path[:1] == ["probe"] and len(path) > 1 and path[1] in ("lottery", "reinit", "flatness"):
             path.pop(1)  # the union's tag: the kind is already in the config
         loc = ".".join(path)
         msg = e["msg"].removeprefix("Value error, ")

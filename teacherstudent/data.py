@@ -52,6 +52,11 @@ class DataSource:
         self.teacher_hidden_eval = [self._put(h) for h in hidden]
         self._fixed = None if cfg.inputs.fresh else self._labelled(generator(seed, Stream.TRAIN), generator(seed, Stream.PERMUTE))
 
+    @property
+    def train_set(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The fixed training inputs and labels, in drawing order (None with ``inputs.fresh``)."""
+        return self._fixed
+
     def _put(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device, self.dtype if t.is_floating_point() else t.dtype)
 

@@ -42,6 +42,7 @@ class Stream(IntEnum):
     PROBE_FRESH = 0xF4E5  # fresh weights of rewind='reinit' / reinit probes
     PROBE_RANDOM = 0x5E1EC7  # random node/weight selection of lottery probes
     PROBE_CHOICE = 0xC401CE  # random node choice of reinit probes
+    PROBE_FLATNESS = 0xF1A7  # start vectors and probes of the flatness probe's Hessian estimates
     WIDE_SEED = 0x5EED  # a seed of 2**32 or more, hashed for torch's 32-bit seeding (``seeded``)
 
 

@@ -35,11 +35,13 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "theory": ("run", "member", "step", "layer", "pair", "statistic", "value"),
     "theory_nodes": ("run", "member", "step", "layer", "student_node", "beta_self", "beta_strength", "beta_aligned",
                      "best_corr", "best_teacher", "fanout_norm"),
+    # probes that train nothing hold their own table instead of the three above (config ``_Probe.TABLES``)
+    "flatness": ("run", "parent", "member", "step", "statistic", "index", "value"),
 }
 # Tables written only by runs whose config turns on the extension that makes them (tables.py,
 # results.TABLE_RECORDERS); they stream to parts/ like the metrics and load_runs reads them too.
 OPTIONAL_TABLES = ("theory", "theory_nodes")
-TEXT_COLUMNS = ("run", "split", "metric", "pair", "statistic")
+TEXT_COLUMNS = ("run", "split", "metric", "pair", "statistic", "parent")
 REPAIR_HINT = "run `teacherstudent verify {root} --repair` to recompute it (or delete the run folder and run again)"
 TEMP_GLOB = ".*.tmp"  # atomic_write_bytes' temporary files
 CRASH_ENV = "TEACHERSTUDENT_CRASH_AT_WRITE"  # tests/test_crash.py: SIGKILL inside the N-th atomic write
@@ -244,6 +246,18 @@ def run_status(folder: Path) -> dict[str, Any]:
     return read_json(path) if path.exists() else {"state": "created"}
 
 
+def folder_tables(folder: Path) -> tuple[str, ...]:
+    """The tables a finished run folder holds: a non-training probe's own (``flatness``), or ``TABLES``
+    and the optional tables of every extension its config turns on (``results.TABLE_RECORDERS``)."""
+    from .config import build_config
+    from .results import TABLE_RECORDERS
+
+    cfg = build_config(read_config(folder))
+    if cfg.probe is not None and cfg.probe.TABLES:
+        return cfg.probe.TABLES
+    return TABLES + tuple(t for rec in TABLE_RECORDERS.values() if rec.wanted(cfg) for t in rec.tables)
+
+
 def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> None:
     if isinstance(obj, dict) and not (prefix.endswith("milestones")):
         for k, v in obj.items():
@@ -263,8 +277,9 @@ def load_runs(root: str | Path = "runs", table: str = "metrics", config: bool = 
               strict: bool = False) -> pd.DataFrame:
     """One DataFrame of ``table`` across every finished run under ``root``.
 
-    ``table`` is one of ``metrics``, ``teacher_nodes``, ``student_nodes`` or an optional table
-    (``theory``, ``theory_nodes``: only runs that wrote it are read); with ``config``
+    ``table`` is one of ``metrics``, ``teacher_nodes``, ``student_nodes``, an optional table
+    (``theory``, ``theory_nodes``: only runs whose config turned it on are read) or a probe's
+    own table (``flatness``: only the folders that hold it are read); with ``config``
     every row also carries the run's config flattened into columns (``student.multiplier``, ...).
     A damaged run (its table truncated, garbage, of the wrong schema, or its config.json or
     status.json damaged) is skipped with a ``DamagedRunWarning`` (a ``UserWarning``) naming the file; with ``strict``
@@ -272,13 +287,13 @@ def load_runs(root: str | Path = "runs", table: str = "metrics", config: bool = 
     """
     import warnings
 
-    if table not in TABLES + OPTIONAL_TABLES:
-        raise UserError(f"unknown table {table!r}; known: {', '.join(TABLES + OPTIONAL_TABLES)}")
+    if table not in TABLE_COLUMNS:
+        raise UserError(f"unknown table {table!r}; known: {', '.join(TABLE_COLUMNS)}")
     frames = []
     for folder in list_runs(root):
         path = folder / f"{table}.parquet"
         try:
-            if run_status(folder).get("state") != "finished" or (table in OPTIONAL_TABLES and not path.exists()):
+            if run_status(folder).get("state") != "finished" or table not in folder_tables(folder):
                 continue
             df = read_table_file(path, table, REPAIR_HINT.format(root=Path(root)))
             if config:

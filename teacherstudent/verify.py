@@ -94,6 +94,8 @@ def check_run(folder: Path) -> RunCheck:
     if meta is not None and "version" not in meta:
         p.append(f"{folder / 'meta.json'} is corrupted (no version)")
     n_before_results = len(p)
+    if cfg.probe is not None and cfg.probe.TABLES:  # a probe that trains nothing (flatness): its tables, probe.json
+        return _check_measuring_probe(rc, cfg, temps)
     finished_files = [folder / f"{t}.parquet" for t in TABLES] + [folder / "corr.npz"]
     has_results = any(f.exists() for f in finished_files)
     ckpts = folder / "checkpoints"
@@ -134,6 +136,28 @@ def check_run(folder: Path) -> RunCheck:
     elif damage:
         rc.action, rc.why = "resume", "resumed from its last good checkpoint"
     else:
+        rc.action, rc.why = "clean", "temporary files removed"
+    return rc
+
+
+def _check_measuring_probe(rc: RunCheck, cfg, temps: list[Path]) -> RunCheck:
+    """A probe that trains nothing: when finished, its own tables and ``probe.json``; unfinished, nothing
+    (its command measures it again). Damage cannot be repaired here: its command runs it again."""
+    p, folder = rc.problems, rc.folder
+    if rc.state == "finished":
+        for t in cfg.probe.TABLES:
+            _try(p, read_table_file, folder / f"{t}.parquet", t, "")
+        if (folder / "probe.json").exists():
+            _try(p, read_json, folder / "probe.json")
+        else:
+            p.append(f"{folder / 'probe.json'} is missing (the probe did not finish)")
+    p[:] = [q.removesuffix("; ") for q in p]
+    if p:
+        rc.action, rc.why = "cannot", (f"a probe of {cfg.probe.parent}: delete the folder and run its "
+                                       f"`teacherstudent probe {cfg.probe.kind}` command again")
+    elif temps:
+        p.append(f"{len(temps)} temporary file(s) of a writer that died: "
+                 + ", ".join(str(t.relative_to(folder)) for t in temps[:3]) + (" ..." if len(temps) > 3 else ""))
         rc.action, rc.why = "clean", "temporary files removed"
     return rc
 

@@ -100,6 +100,8 @@ def describe_probe(p: dict | None) -> str:
     ``lottery fanout 0.3 init global r2/3``, ``reinit winners L0,1`` ..."""
     if not p:
         return "parent"
+    if p["kind"] == "flatness":
+        return f"flatness at {p['at']}" + (f" s{p['seed']}" if p.get("seed") else "")
     if p["kind"] == "lottery":
         text = f"lottery {p['by']} {p['keep']:g} {p['rewind']}" + (" global" if p["scope"] == "global" else "")
         if p.get("rule") == "winners_first":
