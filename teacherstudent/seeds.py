@@ -17,7 +17,7 @@ ones through the hash (``seeded``). Two distinct keys then collide with probabil
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, unique
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ SEED_BITS = 64
 _LONG_KEY_TAG = 0x5EED64
 
 
+@unique
 class Stream(IntEnum):
     """Stream ids. Values are part of every run's numbers: never renumber one."""
 

@@ -284,6 +284,10 @@ def test_conv_magnitude_pruning_is_refused_and_reinit_probes_redraw_channels(tmp
     parent = run_experiment(conv(), tmp_path, device="cpu")
     with pytest.raises(UserError, match="prune channels with --by fanout, alignment or random"):
         run_lottery(parent, root=tmp_path, keep=0.5, by="magnitude", device="cpu")
+    from teacherstudent.probes.flatness import flatness_plan
+
+    with pytest.raises(UserError, match="probe flatness covers MLP students; .* has arch='conv'"):
+        flatness_plan(parent, root=tmp_path)
     (child,) = run_lottery(parent, root=tmp_path, keep=0.5, by="random", rewind="reinit", device="cpu")
     assert load_torch(child / "checkpoints" / "init.pt")["weights"][2].shape == (2, 9, 6, 3, 3)
     folder = run_reinit(parent, root=tmp_path, nodes="random", device="cpu")

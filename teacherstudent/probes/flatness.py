@@ -50,6 +50,7 @@ from ..store import load_torch, read_table_file, write_json, write_parquet
 from ..train import loss_kind, member_loss
 from .hessian import flatten, hutchinson, hvp_operator, quadrature, rademacher
 from .rewind import checkpoint_state
+from ..errors import UserError
 from .runs import child_config, finished_parent, is_complete
 
 GROUPS = ("unaligned", "aligned")  # plus "unowned" (output biases): the three fractions sum to 1
@@ -60,6 +61,9 @@ def flatness_plan(run: str | Path, spec: FlatnessProbe | dict | None = None, roo
     """The parent and the probe's child config (fields: ``at``, ``samples``, ``top``, ``lanczos``,
     ``probes``, ``density_probes``, ``seed``), all checked; the weights at ``at`` exist."""
     parent, pcfg = finished_parent(run, root)
+    if pcfg.arch != "mlp":
+        raise UserError(f"probe flatness covers MLP students; {parent.name} has arch={pcfg.arch!r} (which weights "
+                        "belong to a channel is not defined for it yet): probe an arch='mlp' run")
     spec = probe_config(FlatnessProbe, spec, **fields, parent=parent.name)
     weights_at(parent, spec.at)
     return parent, pcfg, child_config(pcfg, spec.model_dump(mode="json"))
