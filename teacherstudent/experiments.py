@@ -50,6 +50,7 @@ import pandas as pd
 
 from .config import ExperimentConfig, _merge, apply_overrides, build_config, load_toml
 from .errors import UserError
+from .lock import locked
 from .store import atomic_write_bytes, remove_temp_files, run_status, write_json, write_parquet
 from .summary import read_table
 from .sweep import Study, all_diverged, expand, job_spec, parse_sweep, plan_table, run_state
@@ -262,20 +263,25 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
             ex.close()
     folder = out / "experiments" / name
     folder.mkdir(parents=True, exist_ok=True)
-    remove_temp_files(folder)  # left by a writer that was killed
-    plan = plan_table(study, out)
-    write_csv(folder / "runs.csv", plan)
-    write_json(folder / "study.json", {"command": command, "reports": reports})
+    with locked(folder, say=say_nothing):  # two processes on one study: one writer at a time
+        remove_temp_files(folder)  # left by a writer that was killed (a live one would hold the lock)
+        write_csv(folder / "runs.csv", plan_table(study, out))
+        write_json(folder / "study.json", {"command": command, "reports": reports})
     result = StudyResult(study, folder, reports, {})
     if result.failed:
         result.note = "tables not written: some runs failed"
         return result
     children = run_probes(name, module, study, out, device, overrides, root, quick, command)
     result.tables, result.note = study_tables(module, study, out, children)
-    for tname, df in result.tables.items():
-        write_parquet(folder / f"{tname}.parquet", df)
-        write_csv(folder / f"{tname}.csv", df)
+    with locked(folder, say=say_nothing):
+        for tname, df in result.tables.items():
+            write_parquet(folder / f"{tname}.parquet", df)
+            write_csv(folder / f"{tname}.csv", df)
     return result
+
+
+def say_nothing(message: str) -> None:
+    """The study folder's lock is held for milliseconds at a time: waiting on it is not news."""
 
 
 def check_probes(name: str, module: ModuleType, study: Study) -> None:
