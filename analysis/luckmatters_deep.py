@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from teacherstudent.config import ExperimentConfig
-from teacherstudent.summary import read_table
+from teacherstudent.summary import recovery_curves
 
 EPOCHS = (1, 4, 10)
 
@@ -26,12 +26,4 @@ def arms(base: ExperimentConfig) -> dict[str, ExperimentConfig]:
 
 
 def tables(runs: dict[str, Path]) -> dict[str, pd.DataFrame]:
-    m = read_table(runs["deep"], "metrics")
-    m = m[m.layer.notna() & m.metric.isin(["best_corr_mean", "best_corr_mean_se", "recovered_frac"])]
-    wide = m.pivot_table(index=["epoch", "layer", "member"], columns="metric", values="value").reset_index()
-    g = wide.groupby(["epoch", "layer"])
-    curves = pd.DataFrame({"best_corr_mean": g.best_corr_mean.mean(), "best_corr_min_over_seeds": g.best_corr_mean.min(),
-                           "best_corr_max_over_seeds": g.best_corr_mean.max(), "se_eval": g.best_corr_mean_se.mean(),
-                           "recovered_frac": g.recovered_frac.mean(), "members": g.size()}).reset_index()
-    summary = curves[curves.epoch.round(6).isin(EPOCHS)].reset_index(drop=True)
-    return {"summary": summary, "curves": curves}
+    return recovery_curves(runs["deep"], EPOCHS)

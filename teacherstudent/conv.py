@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from .ensemble import init_layer
+from .ensemble import StackedStudents, init_layer
 from .errors import UserError
 from .seeds import seeded
 from .teacher import _draw_rows, _strength
@@ -227,7 +227,7 @@ def init_conv_member(widths: list[int], outputs: int, g: Geometry, seed: int, cf
     return [t for shape, std in zip(shapes, stds) for t in init_layer(shape, std, cfg, gen)]
 
 
-class ConvEnsemble:
+class ConvEnsemble(StackedStudents):
     """K convolutional students. ``params`` = ``[W_0, b_0, ..., R, r]`` with a leading K axis
     (``W_l: [K, n_l, n_{l-1}, k, k]``, ``b_l: [K, n_l]``, readout ``R: [K, C, n_L P_L]``).
 
@@ -254,31 +254,6 @@ class ConvEnsemble:
         members = [init_conv_member(widths, outputs, geom, s, cfg) for s in cfg.seeds]
         params = [torch.stack([m[i] for m in members]).to(device, dtype) for i in range(len(members[0]))]
         return cls(params, geom, cfg.batchnorm)
-
-    # ---- views (as Ensemble) ----------------------------------------------------------
-    @property
-    def weights(self) -> list[torch.Tensor]:
-        return self.params[0::2]
-
-    @property
-    def biases(self) -> list[torch.Tensor]:
-        return self.params[1::2]
-
-    @property
-    def K(self) -> int:
-        return self.params[0].shape[0]
-
-    @property
-    def trainable(self) -> list[torch.Tensor]:
-        return self.params + self.bn_params
-
-    def state(self) -> list[torch.Tensor]:
-        return self.params + self.bn_params + self.bn_buffers
-
-    def load_state(self, tensors: list[torch.Tensor]) -> None:
-        for dst, src in zip(self.state(), tensors, strict=True):
-            with torch.no_grad():
-                dst.copy_(src)
 
     def slice(self, k0: int, k1: int) -> ConvEnsemble:
         sub = ConvEnsemble([p[k0:k1] for p in self.params], self.geom)

@@ -70,7 +70,41 @@ def init_layer(shape: tuple[int, ...], std: float, cfg: StudentConfig, gen: torc
     return [w, torch.zeros(n, dtype=torch.float64)]
 
 
-class Ensemble:
+class StackedStudents:
+    """What every ensemble of stacked students shares: ``params`` = ``[W_0, b_0, ..., W_out, b_out]``
+    with a leading K axis, BatchNorm ``bn_params``/``bn_buffers``, and their views."""
+
+    params: list[torch.Tensor]
+    bn_params: list[torch.Tensor]
+    bn_buffers: list[torch.Tensor]
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        return self.params[0::2]
+
+    @property
+    def biases(self) -> list[torch.Tensor]:
+        return self.params[1::2]
+
+    @property
+    def K(self) -> int:
+        return self.params[0].shape[0]
+
+    @property
+    def trainable(self) -> list[torch.Tensor]:
+        return self.params + self.bn_params
+
+    def state(self) -> list[torch.Tensor]:
+        """Everything that defines the students (parameters and BatchNorm buffers)."""
+        return self.params + self.bn_params + self.bn_buffers
+
+    def load_state(self, tensors: list[torch.Tensor]) -> None:
+        for dst, src in zip(self.state(), tensors, strict=True):
+            with torch.no_grad():
+                dst.copy_(src)
+
+
+class Ensemble(StackedStudents):
     """Stacked students. ``params`` = ``[W_0, b_0, ..., W_out, b_out]``, each with a leading K axis.
 
     With ``batchnorm``, every hidden layer normalises its pre-activations over the batch
@@ -97,32 +131,6 @@ class Ensemble:
         members = [init_member(widths, d, outputs, s, cfg) for s in cfg.seeds]
         params = [torch.stack([m[i] for m in members]).to(device, dtype) for i in range(len(members[0]))]
         return cls(params, cfg.batchnorm)
-
-    # ---- views ----------------------------------------------------------
-    @property
-    def weights(self) -> list[torch.Tensor]:
-        return self.params[0::2]
-
-    @property
-    def biases(self) -> list[torch.Tensor]:
-        return self.params[1::2]
-
-    @property
-    def K(self) -> int:
-        return self.params[0].shape[0]
-
-    @property
-    def trainable(self) -> list[torch.Tensor]:
-        return self.params + self.bn_params
-
-    def state(self) -> list[torch.Tensor]:
-        """Everything that defines the students (parameters and BatchNorm buffers)."""
-        return self.params + self.bn_params + self.bn_buffers
-
-    def load_state(self, tensors: list[torch.Tensor]) -> None:
-        for dst, src in zip(self.state(), tensors, strict=True):
-            with torch.no_grad():
-                dst.copy_(src)
 
     def slice(self, k0: int, k1: int) -> Ensemble:
         """Members ``k0..k1-1`` as an ensemble sharing storage with this one."""

@@ -47,3 +47,18 @@ def final_losses(folder: Path) -> pd.DataFrame:
     m = read_table(folder, "metrics")
     loss = m[(m.metric == "loss") & (m.step == m.step.max())]
     return loss.groupby("split")["value"].agg(["mean", "std"]).reset_index()
+
+
+def recovery_curves(folder: Path, epochs: tuple[float, ...]) -> dict[str, pd.DataFrame]:
+    """Per (epoch, layer) over members: mean best correlation (its mean, min and max over members),
+    the evaluation-size standard error and the recovered fraction, at every measured epoch
+    (``curves``) and at ``epochs`` (``summary``): the table of the per-layer recovery experiments."""
+    m = read_table(folder, "metrics")
+    m = m[m.layer.notna() & m.metric.isin(["best_corr_mean", "best_corr_mean_se", "recovered_frac"])]
+    wide = m.pivot_table(index=["epoch", "layer", "member"], columns="metric", values="value").reset_index()
+    g = wide.groupby(["epoch", "layer"])
+    curves = pd.DataFrame({"best_corr_mean": g.best_corr_mean.mean(), "best_corr_min_over_seeds": g.best_corr_mean.min(),
+                           "best_corr_max_over_seeds": g.best_corr_mean.max(), "se_eval": g.best_corr_mean_se.mean(),
+                           "recovered_frac": g.recovered_frac.mean(), "members": g.size()}).reset_index()
+    summary = curves[curves.epoch.round(6).isin(epochs)].reset_index(drop=True)
+    return {"summary": summary, "curves": curves}
