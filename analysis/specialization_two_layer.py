@@ -53,5 +53,6 @@ def tables(runs: dict[str, Path]) -> dict[str, pd.DataFrame]:
             strength_rank = (-g.teacher_fanout_norm).rank(method="first")
             steps = g[step_col].astype("Float64").fillna(np.inf).astype(float)
             rhos.append(spearman(strength_rank, steps))
-        order.append({"p": p, "multiplier": k, "rho_rank_step": float(np.nanmean(rhos))})
+        rhos = [r for r in rhos if not np.isnan(r)]  # NaN: a member that recovered no teacher node
+        order.append({"p": p, "multiplier": k, "rho_rank_step": float(np.mean(rhos)) if rhos else float("nan")})
     return {"success": pd.DataFrame(success), "order": pd.DataFrame(order)}

@@ -116,6 +116,16 @@ def test_each_figure_draws_exactly_the_numbers_in_its_csv(key, tmp_path):
     assert isinstance(holds, bool) and re.search(r"\d", measured)
 
 
+@pytest.mark.parametrize("widest, holds", [(0.9, True), (0.2, False)])
+def test_f4_verdict_compares_the_widest_students_with_1x_over_all_layers(widest, holds):
+    import pandas as pd
+
+    r = pd.DataFrame({"student.multiplier": [1, 1, 5, 5, 20, 20], "layer": [0, 1] * 3,
+                      "recovered_frac": [1.0, 0.2, 1.0, 0.8, 1.0, widest]})
+    text, got = all_figures()["F4"].verdict({"overparam": {"recovered": r}})
+    assert got is holds and text.startswith("recovered fraction (mean over layers) 0.60 at 1x, 0.90 at 5x")
+
+
 def test_bands_are_the_spread_over_seeds(tmp_path):
     """F1's band at each point runs from the lowest to the highest member's value."""
     tables = synthetic_tables()

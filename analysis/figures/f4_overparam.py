@@ -24,9 +24,10 @@ def data(tables):
 
 
 def verdict(tables):
+    """The claim read literally: the recovered fraction, averaged over the hidden layers (layer 0
+    alone saturates at 1 in the papers' setting), is higher for the widest students than at 1x."""
     r = tables["overparam"]["recovered"]
-    m = r.groupby(["layer", "student.multiplier"]).recovered_frac.mean()
-    l0 = m.loc[0]
-    lo, hi = l0.index.min(), l0.index.max()
-    text = f"layer-0 recovered fraction {l0.loc[lo]:.2f} at {lo}x, {l0.loc[hi]:.2f} at {hi}x"
-    return text, bool(l0.loc[hi] > l0.loc[lo])
+    m = r.groupby(["student.multiplier", "layer"]).recovered_frac.mean().groupby(level=0).mean()
+    lo, hi = m.index.min(), m.index.max()
+    text = "recovered fraction (mean over layers) " + ", ".join(f"{v:.2f} at {k:g}x" for k, v in m.items())
+    return text, bool(m.loc[hi] > m.loc[lo])
