@@ -731,6 +731,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data = load_toml(preset_path(preset)) if preset is not None else {}
     if path is not None:
         own = load_toml(path)
+        study = [k for k in ("sweep", "quick") if k in own]  # tables only a named experiment's file has
+        if study:
+            raise UserError(f"config file {path} has a [{study[0]}] table: it is a named experiment's base config; run "
+                            f"`teacherstudent experiment run {Path(path).stem}` (or remove the table to use it with run)")
         base = own.pop("preset", None)  # a config file may start from a preset: preset = "NAME"
         if base is not None:
             if not isinstance(base, str):

@@ -124,6 +124,16 @@ def test_later_override_wins_and_file_is_overridden(tmp_path):
     assert cfg.teacher.widths == (10, 20)  # the rest of the file stays
 
 
+@pytest.mark.parametrize("table", ["sweep", "quick"])
+def test_a_named_experiments_file_given_to_run_says_which_command_runs_it(tmp_path, table):
+    path = tmp_path / "overparam.toml"
+    path.write_text(f'preset = "luckmatters-2019-deep"\n\n[{table}]\nseeds = "0-1"\n')
+    with pytest.raises(UserError) as err:
+        load_config(path)
+    assert str(err.value) == (f"config file {path} has a [{table}] table: it is a named experiment's base config; "
+                              "run `teacherstudent experiment run overparam` (or remove the table to use it with run)")
+
+
 def test_toml_file_equals_the_same_overrides(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(TOML_FILE)
