@@ -105,8 +105,11 @@ def run(
             if rep["outcome"] == "failed":
                 progress.console.print(f"[red]failed[/red] {rep['run_id']}: {escape(str(rep['error']))}")
 
+        def on_probe(label: str, i: int, n: int) -> None:
+            progress.update(task, description=f"{name}: probe {label} ({i}/{n})")
+
         res = run_study(name, out, device, list(set_), root, ex, workers, scheduler, members_per_run,
-                        _seeds(seeds), when_locked, force, sys.argv, on_progress, on_report, quick)
+                        _seeds(seeds), when_locked, force, sys.argv, on_progress, on_report, quick, on_probe)
     counts = res.counts()
     t = Table(title=f"{name}: {len(res.reports)} runs")
     for col in ("done", "resumed", "skipped", "failed"):

@@ -209,14 +209,17 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
               scheduler: str | None = None, members_per_run: int | None = None, seeds: tuple[int, ...] | None = None,
               when_locked: str = "wait", force: bool = False, command: list[str] | None = None,
               progress: Callable[[int, int], None] | None = None,
-              on_report: Callable[[dict], None] | None = None, quick: bool = False) -> StudyResult:
+              on_report: Callable[[dict], None] | None = None, quick: bool = False,
+              on_probe: Callable[[str, int, int], None] | None = None) -> StudyResult:
     """Train every run of study ``name`` on ``executor`` and write its tables (see the module docstring).
 
     ``executor`` is a name in ``executors.EXECUTORS`` or an executor made by ``make_executor``.
     ``progress(done, total)`` gets the finished student-steps read from the run store about
     twice a second; ``on_report(report)`` each run's report as it ends. A failing run does
     not stop the others: its report says why (``StudyResult.failed``) and the tables are not
-    written. Every bad input raises ``UserError`` before anything trains.
+    written. ``on_probe(label, i, n)`` is called before the i-th of the n ``probes()`` trains
+    (they run in this process after the arms). Every bad input raises ``UserError`` before
+    anything trains.
     """
     from .executors import make_executor
     from .simulate import pick_device
@@ -271,7 +274,7 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
     if result.failed:
         result.note = "tables not written: some runs failed"
         return result
-    children = run_probes(name, module, study, out, device, overrides, root, quick, command)
+    children = run_probes(name, module, study, out, device, overrides, root, quick, command, on_probe)
     result.tables, result.note = study_tables(module, study, out, children)
     with locked(folder, say=say_nothing):
         for tname, df in result.tables.items():
@@ -293,7 +296,8 @@ def check_probes(name: str, module: ModuleType, study: Study) -> None:
 
 
 def run_probes(name: str, module: ModuleType, study: Study, out: Path, device: str, overrides: list[str] | None,
-               root: str | Path | None, quick: bool, command: list[str] | None) -> dict[str, Path]:
+               root: str | Path | None, quick: bool, command: list[str] | None,
+               on_probe: Callable[[str, int, int], None] | None = None) -> dict[str, Path]:
     """Run the experiment's ``probes(base)`` on its finished arms (in this process; finished
     children are reused); probe label -> the (last) child run folder."""
     if not callable(getattr(module, "probes", None)):
@@ -303,7 +307,10 @@ def run_probes(name: str, module: ModuleType, study: Study, out: Path, device: s
     base, _ = base_config(name, overrides, root, quick)
     parents = {lb.arm: out / study.runs_of(lb)[0].run_id for lb in study.labels}
     children = {}
-    for label, (arm, fields) in module.probes(base).items():
+    wanted = module.probes(base)
+    for i, (label, (arm, fields)) in enumerate(wanted.items(), 1):
+        if on_probe:
+            on_probe(label, i, len(wanted))
         fields = dict(fields)
         kind = fields.pop("kind")
         if arm not in parents or kind not in PROBES:

@@ -122,7 +122,9 @@ def build_figures(names: list[str] | None = None, out: str | Path = "figures", r
         t = time.perf_counter()
         res = run_study(exp, runs, device, root=root, executor=executor, workers=workers, scheduler=scheduler,
                         command=command, quick=quick,
-                        progress=lambda d, _t, e=exp, b=done_before: tell(b + d, f"training {e}"))
+                        progress=lambda d, _t, e=exp, b=done_before: tell(b + d, f"training {e}"),
+                        on_probe=lambda label, i, n, e=exp, b=done_before + totals[exp][1]:
+                        tell(b, f"probing {e}: {label} ({i}/{n})"))
         if res.failed:
             first = res.failed[0]
             raise UserError(f"{len(res.failed)} run(s) of experiment {exp} failed (first: {first['run_id']}: "

@@ -323,7 +323,10 @@ def test_an_experiment_runs_its_probes_after_its_arms(tmp_path):
     root = tiny_experiment_root(tmp_path / "analysis")
     (root / "probe_study.toml").write_text((root / "deep_dynamics.toml").read_text().split("[quick")[0])
     (root / "probe_study.py").write_text(PROBE_PY)
-    res = run_study("probe_study", tmp_path / "runs", "cpu", root=root, workers=1)
+    told = []
+    res = run_study("probe_study", tmp_path / "runs", "cpu", root=root, workers=1,
+                    on_probe=lambda *a: told.append(a))
+    assert told == [("rewind", 1, 1)]
     members = res.tables["members"]
     assert sorted(members.label.unique()) == ["parent", "rewind"] and len(members) == 4
     parent = tmp_path / "runs" / res.study.runs[0].run_id
