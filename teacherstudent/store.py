@@ -250,9 +250,14 @@ def folder_tables(folder: Path) -> tuple[str, ...]:
     """The tables a finished run folder holds: a non-training probe's own (``flatness``), or ``TABLES``
     and the optional tables of every extension its config turns on (``results.TABLE_RECORDERS``)."""
     from .config import build_config
+
+    return config_tables(build_config(read_config(folder)))
+
+
+def config_tables(cfg) -> tuple[str, ...]:
+    """The tables a finished run of ``cfg`` holds (see ``folder_tables``)."""
     from .results import TABLE_RECORDERS
 
-    cfg = build_config(read_config(folder))
     if cfg.probe is not None and cfg.probe.TABLES:
         return cfg.probe.TABLES
     return TABLES + tuple(t for rec in TABLE_RECORDERS.values() if rec.wanted(cfg) for t in rec.tables)

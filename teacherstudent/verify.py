@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import UserError
-from .store import (OPTIONAL_TABLES, PART_SUFFIX, TABLES, TEMP_GLOB, RunFolder, load_torch, read_config, read_corr,
-                    read_json, read_table_file, remove_temp_files)
+from .store import (PART_SUFFIX, TABLES, TEMP_GLOB, RunFolder, load_torch, read_config, read_corr,
+                    read_json, read_table_file, remove_temp_files, config_tables)
 
 ACTIONS = ("ok", "clean", "resume", "redo", "cannot")
 
@@ -100,7 +100,7 @@ def check_run(folder: Path) -> RunCheck:
     has_results = any(f.exists() for f in finished_files)
     ckpts = folder / "checkpoints"
     if rc.state == "finished" or (status_bad and has_results):
-        for t in TABLES + tuple(t for t in OPTIONAL_TABLES if (folder / f"{t}.parquet").exists()):
+        for t in config_tables(cfg):  # the three, and the optional tables its config turns on (theory)
             _try(p, read_table_file, folder / f"{t}.parquet", t, "")
         _try(p, read_corr, folder / "corr.npz", "")
         for name in ["init", "final", *[f"step_{k}" for k in cfg.training.checkpoint_steps]]:

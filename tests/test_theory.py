@@ -237,3 +237,20 @@ def test_beta_lshape_experiment_tables(tmp_path):
     assert row.n_aligned == len(aligned)
     if len(aligned):
         assert row.strength_median_aligned == aligned.beta_strength.median()
+
+
+def test_verify_flags_a_lost_theory_table_and_repair_rebuilds_it(theory_run, tmp_path):
+    """The tables a run should hold come from its config: a theory run without theory.parquet is damaged
+    (redo), and --repair trains it again into the same bytes."""
+    import shutil
+
+    from teacherstudent.verify import check_run, verify
+
+    root, whole = theory_run
+    shutil.copytree(whole, tmp_path / whole.name)
+    folder = tmp_path / whole.name
+    (folder / "theory.parquet").unlink()
+    rc = check_run(folder)
+    assert rc.action == "redo" and any("theory.parquet" in p for p in rc.problems), rc
+    [after] = verify(tmp_path, repair=True)
+    assert after.repaired and (folder / "theory.parquet").read_bytes() == (whole / "theory.parquet").read_bytes()
