@@ -93,6 +93,9 @@ class Mlp(Architecture):
         return prune_nodes(state, kept, batchnorm)
 
 
+THEORY_MAX_UNITS = 4096  # theory statistics of conv students: flattened student units per layer, at most
+
+
 class Conv(Architecture):
     """Convolutional teacher and students: ``teacher.widths`` are channels per layer, ``[conv]`` the geometry."""
 
@@ -117,7 +120,6 @@ class Conv(Architecture):
             ("inputs.labels other than 'teacher'", i.labels != "teacher"), ("student.lucky_nodes", s.lucky_nodes != 0),
             ("training.backend='fast' (conv trains with autograd)", tr.backend == "fast"),
             ("training.renorm", tr.renorm != "none"), ("training.dropout", tr.dropout > 0),
-            ("measure.theory_every (the beta/H statistics are defined for MLP students)", cfg.measure.theory_every != "none"),
         ) if on]
         if refused:
             raise ValueError(f"arch='conv' does not support {', '.join(refused)}; drop {'it' if len(refused) == 1 else 'them'} "
@@ -136,6 +138,11 @@ class Conv(Architecture):
                              f"{list(g.strides)} (sizes {sizes}); use fewer layers, smaller strides or more padding")
         if any(p >= g.kernel for p in g.paddings):
             raise ValueError(f"conv.padding must be smaller than conv.kernel ({g.kernel}), got {list(g.paddings)}")
+        flat = [s.multiplier * m * (h * w) for m, (h, w) in zip(t.widths, sizes)]
+        if cfg.measure.theory_every != "none" and max(flat) > THEORY_MAX_UNITS:
+            raise ValueError(f"measure.theory_every with arch='conv' unrolls each conv layer into a dense matrix, and "
+                             f"the student's flattened widths (channels x positions) {flat} exceed {THEORY_MAX_UNITS} "
+                             "per layer; use fewer channels, smaller images or strides, or measure.theory_every='none'")
 
     def teacher(self, cfg, inputs):
         from .conv import make_conv_teacher

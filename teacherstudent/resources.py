@@ -103,7 +103,8 @@ def estimate(cfg, memory_budget: float = DEFAULT_BUDGET) -> Estimate:
     if cfg.measure.theory_every != "none":  # theory.py: chunked intermediates and the float64 sums of beta
         from .theory import DEFAULT_BUDGET as THEORY_BUDGET
 
-        parts["theory statistics"] = int(THEORY_BUDGET) + K * sum((n + 1) * (m + n + 2) for m, n in zip(tw, sw)) * 8 * 2
+        tf = [m * p for m, p in zip(tw, pos)]  # conv: unrolled over positions (theory.conv_net); MLP: pos = 1
+        parts["theory statistics"] = int(THEORY_BUDGET) + K * sum((n + 1) * (m + n + 2) for m, n in zip(tf, sw)) * 8 * 2
     events = event_count(cfg)
     parts["event steps"] = events * EVENT_BYTES
     return Estimate(parts, cfg.total_steps, events)

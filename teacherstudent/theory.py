@@ -19,6 +19,11 @@ the folded network and the gradient at the pre-BatchNorm ``z_l`` carries the Jac
 (batched matmuls, no loop over samples) and ``mean_betas`` averages them over an evaluation
 set in chunks sized from a byte budget. ``theory_tables`` turns the means into the rows of
 ``theory.parquet`` and ``theory_nodes.parquet``; ``TheoryRecorder`` writes them during a run.
+
+Convolutional nets (``arch='conv'``) are measured as their dense unrolled form over flattened units
+(channel x position; ``conv_net``), so the same code runs on flattened images; ``channel_blocks``
+then averages the same-position entries of each channel block over positions, and the tables are
+per channel (docs/science.md §4).
 """
 
 from __future__ import annotations
@@ -26,9 +31,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from .schedule import theory_steps
 from .tables import TableRecorder
@@ -74,7 +82,10 @@ class Net:
 
 
 def student_net(ens) -> Net:
-    """The students as a ``Net``; BatchNorm (evaluation mode) folded into each hidden layer."""
+    """The students as a ``Net``; BatchNorm (evaluation mode) folded into each hidden layer. Convolutional
+    students (``arch='conv'``) are unrolled to their dense form (``conv_net``)."""
+    if hasattr(ens, "geom"):
+        return conv_net(ens)
     ws, bs = list(ens.weights), list(ens.biases)
     if ens.batchnorm:
         for l in range(len(ws) - 1):
@@ -83,6 +94,63 @@ def student_net(ens) -> Net:
             a = gamma / torch.sqrt(var + ens.BN_EPS)
             ws[l], bs[l] = a[..., None] * ws[l], a * (bs[l] - mean) + beta
     return Net(tuple(w.detach() for w in ws), tuple(b.detach() for b in bs))
+
+
+@torch.no_grad()
+def conv_net(model, device=None, dtype=None) -> Net:
+    """A convolutional teacher (``ConvTeacher``, ``[1, ...]``) or ensemble (``ConvEnsemble``, ``[K, ...]``) as
+    the ``Net`` of its dense unrolled form over flattened units (docs/science.md §4): conv layer ``l`` becomes
+    the matrix ``[n_l P_l, n_{l-1} P_{l-1}]`` (unit ``c * P + p``, the ``[C, H, W]`` flattening; the input is
+    the flattened image) with its bias repeated over positions, BatchNorm (evaluation mode) folded per channel;
+    the readout is already dense. The matrix is the layer's ``conv2d`` (no bias) applied to the identity basis
+    of its flattened input."""
+    g = model.geom
+    weights = list(model.weights) if hasattr(model, "params") else [w[None] for w in model.weights]
+    biases = list(model.biases) if hasattr(model, "params") else [b[None] for b in model.biases]
+    device = device or weights[0].device
+    dtype = dtype or weights[0].dtype
+    weights = [w.detach().to(device, dtype) for w in weights]
+    biases = [b.detach().to(device, dtype) for b in biases]
+    shape = g.image
+    ws, bs = [], []
+    for l, (w, b) in enumerate(zip(weights[:-1], biases[:-1])):
+        K, n, D = w.shape[0], w.shape[1], math.prod(shape)
+        basis = torch.eye(D, dtype=dtype, device=device).view(D, *shape)
+        cols = F.conv2d(basis, w.reshape(K * n, *w.shape[2:]), stride=g.strides[l], padding=g.paddings[l])
+        shape = (n, *cols.shape[2:])
+        P = cols.shape[2] * cols.shape[3]
+        dense = cols.view(D, K, n * P).permute(1, 2, 0)  # [K, n P, D]
+        bias = b
+        if getattr(model, "batchnorm", False):
+            gamma, beta = model.bn_params[2 * l].to(device, dtype), model.bn_params[2 * l + 1].to(device, dtype)
+            mean, var = model.bn_buffers[2 * l].to(device, dtype), model.bn_buffers[2 * l + 1].to(device, dtype)
+            a = gamma / torch.sqrt(var + model.BN_EPS)
+            dense, bias = a.repeat_interleave(P, -1)[..., None] * dense, a * (b - mean) + beta
+        ws.append(dense.contiguous())
+        bs.append(bias.repeat_interleave(P, -1))
+    return Net((*ws, weights[-1]), (*bs, biases[-1]), getattr(model, "leaky_slope", 0.0))
+
+
+def channel_blocks(betas: list[tuple[torch.Tensor, torch.Tensor]], positions: list[int]
+                   ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Channel-level means from the unrolled (unit-level) means of a conv net: ``X_ch[j, k] = mean_p
+    X[(j, p), (k, p)]`` (same-position entries, averaged over the ``P_l`` positions of layer ``l``); the
+    constant's row and column are averaged over positions likewise (``[K, n_l+1, m_l+1]``)."""
+    out = []
+    for (A, B), P in zip(betas, positions):
+        out.append(tuple(_blocks(X, P) for X in (A, B)))
+    return out  # type: ignore[return-value]
+
+
+def _blocks(X: torch.Tensor, P: int) -> torch.Tensor:
+    K, r, c = X.shape
+    n, m = (r - 1) // P, (c - 1) // P
+    out = X.new_empty(K, n + 1, m + 1)
+    out[:, :n, :m] = X[:, :-1, :-1].reshape(K, n, P, m, P).diagonal(dim1=2, dim2=4).mean(-1)
+    out[:, :n, m] = X[:, :-1, -1].reshape(K, n, P).mean(-1)
+    out[:, n, :m] = X[:, -1, :-1].reshape(K, m, P).mean(-1)
+    out[:, n, m] = X[:, -1, -1]
+    return out
 
 
 def bn_scale(ens) -> list[torch.Tensor] | None:
@@ -94,7 +162,10 @@ def bn_scale(ens) -> list[torch.Tensor] | None:
 
 
 def teacher_net(teacher, K: int, device, dtype) -> Net:
-    """The teacher (one shared, ``[1, ...]``, or one per member, ``[K, ...]``) on ``device``."""
+    """The teacher (one shared, ``[1, ...]``, or one per member, ``[K, ...]``) on ``device``; a convolutional
+    teacher unrolled to its dense form (``conv_net``)."""
+    if hasattr(teacher, "geom"):
+        return conv_net(teacher, device, dtype)
     members = [teacher.member(k) for k in range(K)] if teacher.per_member else [teacher]
     L = len(members[0].weights)
     ws = tuple(torch.stack([t.weights[l] for t in members]).to(device, dtype) for l in range(L))
@@ -259,6 +330,8 @@ class TheoryRecorder(TableRecorder):
         d = tr.data
         N = self.cfg.measure.theory_samples or d.x_eval.shape[0]
         betas = mean_betas(tr.teacher, tr.ens, d.x_eval[:N])
+        if hasattr(tr.ens, "geom"):  # conv: the unrolled means -> channel blocks (docs/science.md §4)
+            betas = channel_blocks(betas, tr.ens.geom.positions())
         theory, nodes = theory_tables(betas, tr.snapshot().corr)
         seeds = np.asarray(self.cfg.student.seeds)
         fanout = np.concatenate([f.double().cpu().numpy().reshape(-1) for f in tr.ens.fanout_norms()])

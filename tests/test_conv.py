@@ -145,7 +145,6 @@ def test_digits_are_1x8x8_images():
     ((*CONV, "inputs.labels='permuted'"), "inputs.labels other than 'teacher'"),
     ((*CONV, "teacher.bias_mode='fixed'"), "teacher.bias_mode='fixed'/'uniform'"),
     ((*CONV, "training.dropout=0.1"), "does not support training.dropout"),
-    ((*CONV, "measure.theory_every='log'"), "measure.theory_every (the beta/H statistics are defined for MLP students)"),
     ((*CONV, "conv.stride=[1, 1, 1]"), "conv.stride has 3 values but the teacher has 2 conv layers"),
     ((*CONV, "conv.stride=2", "conv.padding=0"), "has no output positions"),
     ((*CONV, "conv.padding=-1"), "conv.padding must be non-negative"),

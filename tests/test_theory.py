@@ -254,3 +254,146 @@ def test_verify_flags_a_lost_theory_table_and_repair_rebuilds_it(theory_run, tmp
     assert rc.action == "redo" and any("theory.parquet" in p for p in rc.problems), rc
     [after] = verify(tmp_path, repair=True)
     assert after.repaired and (folder / "theory.parquet").read_bytes() == (whole / "theory.parquet").read_bytes()
+
+
+# ---- convolutional teachers and students (arch='conv'): the dense unrolled net -------------------
+
+CONV = ("arch='conv'", "inputs.kind='gaussian_images'", "inputs.image_size=6", "inputs.sigma=1.0")
+CONV_GEOMS = [(), ("conv.stride=[2, 1]", "conv.padding=[1, 0]", "teacher.leaky_slope=0.2")]
+
+
+def conv_problem(*overrides: str, bn_random: bool = False):
+    """A tiny float64 conv problem (6x6 images, channels [4, 6], students x3, 2 members); with ``bn_random``
+    BatchNorm students whose scales, shifts and running statistics are away from the identity."""
+    p = build(tiny(*CONV, "inputs.eval_samples=40", training__dtype="float64", *overrides), CPU)
+    if bn_random:
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():  # scales and variances in [0.5, 1.5), shifts and means in [-0.1, 0.1)
+            for i, t in enumerate(p.ens.bn_params + p.ens.bn_buffers):
+                r = torch.rand(t.shape, generator=gen, dtype=t.dtype)
+                t.copy_(0.5 + r if i % 2 == (0 if i < len(p.ens.bn_params) else 1) else 0.2 * r - 0.1)
+    return p
+
+
+def net_forward(net, x_SxD):
+    """Hidden post-activations ``[K or 1, S, width]`` and the output of a ``Net``, plainly."""
+    h, hidden = x_SxD, []
+    for l, (w, b) in enumerate(zip(net.weights, net.biases)):
+        z = torch.matmul(h, w.transpose(-1, -2)) + b[..., None, :]
+        if l == len(net.weights) - 1:
+            return hidden, z
+        h = torch.where(z > 0, z, net.slope * z)
+        hidden.append(h)
+
+
+@pytest.mark.parametrize("over, bn", [(CONV_GEOMS[0], False), (CONV_GEOMS[1], False), (CONV_GEOMS[0], True)])
+def test_conv_unrolled_net_reproduces_the_conv_forward(over, bn):
+    p = conv_problem(*over, *(("student.batchnorm=true",) if bn else ()), bn_random=bn)
+    x = p.data.x_eval
+    hidden, out = net_forward(teacher_net(p.teacher, p.ens.K, CPU, torch.float64), x)
+    t_maps, t_out = p.teacher.maps(x)
+    for h, m in zip(hidden, t_maps, strict=True):
+        torch.testing.assert_close(h[0], m.flatten(1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out[0], t_out, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        s_maps, s_out = p.ens.maps(x, train=False)
+    hidden, out = net_forward(student_net(p.ens), x)
+    K = p.ens.K
+    for h, m in zip(hidden, s_maps, strict=True):  # [B, K*n, H, W]: member-major channels
+        torch.testing.assert_close(h, m.reshape(m.shape[0], K, -1).transpose(0, 1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, s_out, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("over", CONV_GEOMS)
+def test_conv_betas_equal_a_per_sample_loop_on_the_unrolled_net_and_channel_blocks(over):
+    from teacherstudent.theory import channel_blocks
+
+    p = conv_problem(*over)
+    x = p.data.x_eval[:6]
+    st, tn = student_net(p.ens), teacher_net(p.teacher, p.ens.K, CPU, torch.float64)
+    per = sum_betas(st, tn, x, per_sample=True)
+    means = mean_betas(p.teacher, p.ens, x, budget_bytes=2e6)  # small budget: chunks of samples
+    tw, tb = [w[0].numpy() for w in tn.weights], [b[0].numpy() for b in tn.biases]
+    for k in range(p.ens.K):
+        ws, bs = [w[k].numpy() for w in st.weights], [b[k].numpy() for b in st.biases]
+        refs = [reference_betas(ws, bs, tw, tb, xi, tn.slope) for xi in x.numpy()]
+        for l in range(len(ws) - 1):
+            for i in range(2):
+                ref = np.stack([r[l][i] for r in refs])
+                np.testing.assert_allclose(per[l][i][k].numpy(), ref, rtol=1e-10, atol=1e-12)
+                np.testing.assert_allclose(means[l][i][k].numpy(), ref.mean(0), rtol=1e-10, atol=1e-12)
+    # channel blocks: X_ch[j, c] = mean_p X[(j, p), (c, p)], by a plain loop
+    P = p.ens.geom.positions()
+    blocks = channel_blocks(means, P)
+    for l, Pl in enumerate(P):
+        for i in range(2):
+            X, Y = means[l][i].numpy(), blocks[l][i].numpy()
+            n, m = Y.shape[1] - 1, Y.shape[2] - 1
+            for k in range(p.ens.K):
+                for j in range(n):
+                    for c in range(m):
+                        assert abs(Y[k, j, c] - np.mean([X[k, j * Pl + q, c * Pl + q] for q in range(Pl)])) < 1e-12
+    assert means[0][0].abs().sum() > 0 and blocks[0][1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("bn", [False, True])
+def test_conv_gradient_identity_matches_autograd_of_the_conv_students(bn):
+    """-dl/dz_l of each member's real conv forward (the ``nn.Sequential`` of as_modules, z_l the conv output
+    before BatchNorm, flattened [C, H, W]) against J_l D_l [A_l f*^_l - B_l f^_l] of the unrolled net."""
+    from teacherstudent.conv import as_modules
+
+    p = conv_problem(*(("student.batchnorm=true",) if bn else ()), bn_random=bn)
+    ens, teacher, x = p.ens, p.teacher, p.data.x_eval[:16]
+    per = sum_betas(student_net(ens), teacher_net(teacher, ens.K, CPU, torch.float64), x, per_sample=True)
+    t_maps, y_t = teacher.maps(x)
+    P = ens.geom.positions()
+    scale = bn_scale(ens)
+    one = torch.ones(x.shape[0], 1, dtype=x.dtype)
+    for k, net in enumerate(as_modules(ens)):
+        net.eval()
+        zs: list[torch.Tensor] = []
+        convs = [m for m in net if isinstance(m, torch.nn.Conv2d)]
+        hooks = [c.register_forward_hook(lambda mod, inp, out: zs.append(out)) for c in convs]
+        loss = 0.5 * (net(x) - y_t).square().sum()
+        for h in hooks:
+            h.remove()
+        grads = torch.autograd.grad(loss, zs)
+        with torch.no_grad():
+            s_maps = ens.maps(x, train=False)[0]
+        for l in range(len(convs)):
+            n = ens.weights[l].shape[1]
+            f_s = s_maps[l][:, k * n:(k + 1) * n].flatten(1)
+            A, B = per[l][0][k], per[l][1][k]
+            inner = (A @ torch.cat([t_maps[l].flatten(1), one], 1)[:, :, None]
+                     - B @ torch.cat([f_s, one], 1)[:, :, None])[:, :-1, 0]
+            g = (f_s > 0).double() * inner * (scale[l][k].repeat_interleave(P[l]) if bn else 1.0)
+            torch.testing.assert_close(g, -grads[l].flatten(1), rtol=1e-10, atol=1e-12)
+            assert grads[l].abs().max() > 1e-6
+
+
+def test_conv_theory_tables_are_per_channel(tmp_path):
+    cfg = tiny(*CONV, "measure.theory_every=log", "measure.theory_log_points=2", "measure.theory_samples=32")
+    folder = run_experiment(cfg, tmp_path, device="cpu")
+    th = pd.read_parquet(folder / "theory.parquet")
+    nodes = pd.read_parquet(folder / "theory_nodes.parquet")
+    assert set(th["pair"]) == {"student_teacher", "student_student"} and set(th["layer"]) == {0, 1}
+    assert np.isfinite(th[th.statistic == "diag_offdiag_ratio"]["value"]).all()
+    steps = sorted(nodes.step.unique())
+    assert steps[0] == 0 and steps[-1] == cfg.total_steps
+    for (layer, member, step), g in nodes.groupby(["layer", "member", "step"]):
+        assert sorted(g.student_node) == list(range([12, 18][layer]))  # channels, not units
+    sn = pd.read_parquet(folder / "student_nodes.parquet")
+    joined = nodes.merge(sn, on=["member", "layer", "student_node", "step"], suffixes=("", "_sn"))
+    assert len(joined) == 2 * 2 * (12 + 18)  # init and end
+    np.testing.assert_allclose(joined["best_corr"], joined["best_corr_sn"], atol=1e-6)
+    np.testing.assert_allclose(joined["fanout_norm"], joined["fanout_norm_sn"], rtol=1e-6)
+    top = nodes[nodes.layer == 1]  # B = R^T R, so the position-mean of B_(j,p),(j,p) is the fan-out norm^2 / P
+    np.testing.assert_allclose(top["beta_strength"], top["fanout_norm"] / 6, rtol=1e-5)
+
+
+def test_conv_theory_refuses_too_wide_flattened_layers_in_one_line():
+    tiny(*CONV, "measure.theory_every=log")  # 18 channels x 36 positions: allowed
+    with pytest.raises(UserError) as err:
+        tiny(*CONV, "inputs.image_size=16", "measure.theory_every=log")
+    msg = str(err.value)
+    assert "flattened widths (channels x positions) [3072, 4608] exceed 4096" in msg and "\n" not in msg
