@@ -312,7 +312,7 @@ def test_conv_betas_equal_a_per_sample_loop_on_the_unrolled_net_and_channel_bloc
     x = p.data.x_eval[:6]
     st, tn = student_net(p.ens), teacher_net(p.teacher, p.ens.K, CPU, torch.float64)
     per = sum_betas(st, tn, x, per_sample=True)
-    means = mean_betas(p.teacher, p.ens, x, budget_bytes=2e6)  # small budget: chunks of samples
+    means = mean_betas(p.teacher, p.ens, x, budget_bytes=2e6)  # below one (member, sample) at flattened widths: chunks of 1 x 1
     tw, tb = [w[0].numpy() for w in tn.weights], [b[0].numpy() for b in tn.biases]
     for k in range(p.ens.K):
         ws, bs = [w[k].numpy() for w in st.weights], [b[k].numpy() for b in st.biases]
