@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from .ensemble import StackedStudents, init_layer
 from .errors import UserError
 from .seeds import seeded
-from .teacher import _draw_rows, _strength
+from .teacher import _draw_rows, _strength, standardized_readout
 
 if TYPE_CHECKING:  # config imports this module through architectures (no cycle at run time)
     from .config import ExperimentConfig, StudentConfig
@@ -201,9 +201,7 @@ def make_conv_teacher(cfg: ExperimentConfig, inputs: InputDistribution) -> ConvT
     if t.output_bias is not None:  # a number (config refuses 'hidden' for conv)
         b = torch.full((t.outputs,), float(t.output_bias), dtype=torch.float64)
     if t.standardize_outputs:
-        y = h @ w.T
-        mu, sd = y.mean(0), y.std(0).clamp_min(1e-12)
-        w, b = w / sd[:, None], -mu / sd
+        w, b = standardized_readout(h, w)
     weights.append(w)
     biases.append(b)
     return ConvTeacher(tuple(weights), tuple(biases), g, slope)

@@ -235,9 +235,15 @@ def make_teacher(cfg: TeacherConfig, inputs: InputDistribution) -> Teacher:
     elif cfg.output_bias is not None:
         b = torch.full((cfg.outputs,), float(cfg.output_bias), dtype=torch.float64)
     if cfg.standardize_outputs:
-        y = h @ w.T
-        mu, sd = y.mean(0), y.std(0).clamp_min(1e-12)
-        w, b = w / sd[:, None], -mu / sd
+        w, b = standardized_readout(h, w)
     weights.append(w)
     biases.append(b)
     return Teacher(tuple(weights), tuple(biases), slope)
+
+
+def standardized_readout(h: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output weights and bias rescaled so that every output of ``h @ w.T`` (the reference inputs' last
+    hidden layer) has mean 0 and standard deviation 1 (``teacher.standardize_outputs``)."""
+    y = h @ w.T
+    mu, sd = y.mean(0), y.std(0).clamp_min(1e-12)
+    return w / sd[:, None], -mu / sd
