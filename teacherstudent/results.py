@@ -149,8 +149,7 @@ class Recorder(Callback):
         write_parquet(f.path / "teacher_nodes.parquet",
                       self.teacher_table(corr[steps[0]], corr[steps[-1]], teacher_fanout))
         write_parquet(f.path / "student_nodes.parquet", self.student_table(corr, fanout))
-        parts = f.read_parts("metrics")
-        write_parquet(f.path / "metrics.parquet", pd.concat([parts[s] for s in sorted(parts)], ignore_index=True))
+        f.compact_parts("metrics")
         for ext in self.extra:
             ext.finish()
         f.drop_parts()

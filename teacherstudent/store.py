@@ -447,6 +447,11 @@ class RunFolder:
                                 "to redo the run") from None
         return out
 
+    def compact_parts(self, kind: str) -> None:
+        """The tidy parts of ``kind``, in step order, as one ``<kind>.parquet`` (the table's final form)."""
+        parts = self.read_parts(kind)
+        write_parquet(self.path / f"{kind}.parquet", pd.concat([parts[s] for s in sorted(parts)], ignore_index=True))
+
     def drop_parts(self, after: int | None = None) -> None:
         """Remove measurement parts (all, or those of steps after ``after``)."""
         if not self.parts.is_dir():

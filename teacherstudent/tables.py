@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, ClassVar
 
 import pandas as pd
 
-from .store import write_parquet
-
 if TYPE_CHECKING:
     from .config import ExperimentConfig
     from .loop import Trainer
@@ -52,5 +50,4 @@ class TableRecorder:
     def finish(self) -> None:
         """Compact the parts into ``<table>.parquet`` (the ``Recorder`` removes ``parts/`` after)."""
         for table in self.tables:
-            parts = self.folder.read_parts(table)
-            write_parquet(self.folder.path / f"{table}.parquet", pd.concat([parts[s] for s in sorted(parts)], ignore_index=True))
+            self.folder.compact_parts(table)

@@ -124,13 +124,11 @@ def check_run(folder: Path) -> RunCheck:
     results_bad = len(p) > n_before_results or (meta is None and rc.state not in ("created", "finished")
                                                  and (ckpts / "latest.pt").exists())
     if temps:
-        p.append(f"{len(temps)} temporary file(s) of a writer that died: "
-                 + ", ".join(str(t.relative_to(folder)) for t in temps[:3]) + (" ..." if len(temps) > 3 else ""))
+        p.append(_temps_line(temps, folder))
     if not p:
         return rc
     if cfg.probe is not None and damage:
-        rc.action, rc.why = "cannot", (f"a probe of {cfg.probe.parent}: delete the folder and run its "
-                                       f"`teacherstudent probe {cfg.probe.kind}` command again")
+        rc.action, rc.why = "cannot", _rerun_probe(cfg)
     elif results_bad or (status_bad and has_results):
         rc.action, rc.why = "redo", "trained again from the start with its own config"
     elif damage:
@@ -138,6 +136,16 @@ def check_run(folder: Path) -> RunCheck:
     else:
         rc.action, rc.why = "clean", "temporary files removed"
     return rc
+
+
+def _temps_line(temps: list[Path], folder: Path) -> str:
+    return (f"{len(temps)} temporary file(s) of a writer that died: "
+            + ", ".join(str(t.relative_to(folder)) for t in temps[:3]) + (" ..." if len(temps) > 3 else ""))
+
+
+def _rerun_probe(cfg) -> str:
+    """Why a damaged probe folder cannot be repaired here, and what to do."""
+    return f"a probe of {cfg.probe.parent}: delete the folder and run its `teacherstudent probe {cfg.probe.kind}` command again"
 
 
 def _check_measuring_probe(rc: RunCheck, cfg, temps: list[Path]) -> RunCheck:
@@ -153,11 +161,9 @@ def _check_measuring_probe(rc: RunCheck, cfg, temps: list[Path]) -> RunCheck:
             p.append(f"{folder / 'probe.json'} is missing (the probe did not finish)")
     p[:] = [q.removesuffix("; ") for q in p]
     if p:
-        rc.action, rc.why = "cannot", (f"a probe of {cfg.probe.parent}: delete the folder and run its "
-                                       f"`teacherstudent probe {cfg.probe.kind}` command again")
+        rc.action, rc.why = "cannot", _rerun_probe(cfg)
     elif temps:
-        p.append(f"{len(temps)} temporary file(s) of a writer that died: "
-                 + ", ".join(str(t.relative_to(folder)) for t in temps[:3]) + (" ..." if len(temps) > 3 else ""))
+        p.append(_temps_line(temps, folder))
         rc.action, rc.why = "clean", "temporary files removed"
     return rc
 
