@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -55,10 +55,10 @@ class RunOptions:
     when_locked: str = "wait"  # another process training this run folder: "wait" for it or "skip" (RunLocked)
 
 
-def meta(cfg: ExperimentConfig, device: torch.device, tr: Trainer, command: list[str] | None) -> dict:
-    """``meta.json``: version, device, stepper, command line and provenance (date, git commit,
-    Python/torch/numpy versions, threads, host)."""
-    return {**provenance(), "version": __version__, "device": str(device), "backend": tr.backend,
+def meta(cfg: ExperimentConfig, device: torch.device, command: list[str] | None, **extra: Any) -> dict:
+    """``meta.json``: version, device, ``extra`` (a training run: its stepper, ``backend``), command
+    line and provenance (date, git commit, Python/torch/numpy versions, threads, host)."""
+    return {**provenance(), "version": __version__, "device": str(device), **extra,
             "command": command if command is not None else sys.argv, "run": cfg.run_id}
 
 
@@ -99,7 +99,7 @@ def _run(cfg: ExperimentConfig, opts: RunOptions, init_ensemble, dev: torch.devi
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
             raise _bad_checkpoint(folder, err) from None
     try:
-        folder.begin(meta(cfg, dev, tr, opts.command), tr.step, tr.total_steps, opts.force)
+        folder.begin(meta(cfg, dev, opts.command, backend=tr.backend), tr.step, tr.total_steps, opts.force)
         t0 = time.perf_counter()
         on_step = (lambda s: opts.on_progress(s, tr.total_steps)) if opts.on_progress else None
         try:

@@ -30,7 +30,6 @@ The probe trains nothing. Its folder ``<parent name>.flatness-<hash>`` next to t
 from __future__ import annotations
 
 import copy
-import sys
 import time
 from pathlib import Path
 
@@ -38,19 +37,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import __version__
 from ..build import Problem, build
 from ..config import ExperimentConfig, FlatnessProbe, probe_config
 from ..devices import pick_device
 from ..ensemble import Ensemble
+from ..errors import UserError
 from ..lock import locked
-from ..runtime import provenance
 from ..seeds import Stream, generator
-from ..store import load_torch, read_table_file, write_json, write_parquet
+from ..simulate import meta
+from ..store import RunFolder, load_torch, read_table_file, write_json, write_parquet
 from ..train import loss_kind, member_loss
 from .hessian import flatten, hutchinson, hvp_operator, quadrature, rademacher
 from .rewind import checkpoint_state
-from ..errors import UserError
 from .runs import child_config, finished_parent, is_complete
 
 GROUPS = ("unaligned", "aligned")  # plus "unowned" (output biases): the three fractions sum to 1
@@ -241,10 +239,8 @@ def _measure(cfg: ExperimentConfig, parent: Path, pcfg: ExperimentConfig, folder
              command: list[str] | None) -> None:
     p = cfg.probe
     step, state = weights_at(parent, p.at)
-    write_json(folder / "config.json", cfg.model_dump(mode="json"))
-    write_json(folder / "meta.json", {**provenance(), "version": __version__, "device": str(dev),
-                                      "command": command if command is not None else sys.argv, "run": cfg.run_id})
-    write_json(folder / "status.json", {"state": "running", "step": step, "total_steps": pcfg.total_steps})
+    rf = RunFolder(folder.parent, cfg)
+    rf.begin(meta(cfg, dev, command), step, pcfg.total_steps, force=False)  # config, meta, status: running
     t0 = time.perf_counter()
     problem = build(pcfg.replace(training={"dtype": "float64"}), dev)  # the parent's data and students, in float64
     ens = problem.ens
@@ -261,7 +257,6 @@ def _measure(cfg: ExperimentConfig, parent: Path, pcfg: ExperimentConfig, folder
              "params": torch.full((K,), float(P)), "samples": torch.full((K,), float(n))}
     table = flatness_table(cfg.run_id, parent.name, pcfg.student.seeds, step, stats, extra)
     write_parquet(folder / "flatness.parquet", table)
-    write_json(folder / "status.json", {"state": "finished", "step": step, "total_steps": pcfg.total_steps,
-                                        "seconds": round(time.perf_counter() - t0, 3)})
+    rf.mark("finished", step, pcfg.total_steps, seconds=round(time.perf_counter() - t0, 3))
     write_json(folder / "probe.json", {"parent": parent.name, "kind": "flatness", "at": p.at, "step": step,
                                        "samples": n, "params": P})
