@@ -89,9 +89,7 @@ def student_net(ens) -> Net:
     ws, bs = list(ens.weights), list(ens.biases)
     if ens.batchnorm:
         for l in range(len(ws) - 1):
-            gamma, beta = ens.bn_params[2 * l], ens.bn_params[2 * l + 1]
-            mean, var = ens.bn_buffers[2 * l], ens.bn_buffers[2 * l + 1]
-            a = gamma / torch.sqrt(var + ens.BN_EPS)
+            a, mean, beta = bn_affine(ens, l)
             ws[l], bs[l] = a[..., None] * ws[l], a * (bs[l] - mean) + beta
     return Net(tuple(w.detach() for w in ws), tuple(b.detach() for b in bs))
 
@@ -122,9 +120,7 @@ def conv_net(model, device=None, dtype=None) -> Net:
         dense = cols.view(D, K, n * P).permute(1, 2, 0)  # [K, n P, D]
         bias = b
         if getattr(model, "batchnorm", False):
-            gamma, beta = model.bn_params[2 * l].to(device, dtype), model.bn_params[2 * l + 1].to(device, dtype)
-            mean, var = model.bn_buffers[2 * l].to(device, dtype), model.bn_buffers[2 * l + 1].to(device, dtype)
-            a = gamma / torch.sqrt(var + model.BN_EPS)
+            a, mean, beta = bn_affine(model, l, device, dtype)
             dense, bias = a.repeat_interleave(P, -1)[..., None] * dense, a * (b - mean) + beta
         ws.append(dense.contiguous())
         bs.append(bias.repeat_interleave(P, -1))
@@ -153,12 +149,21 @@ def _blocks(X: torch.Tensor, P: int) -> torch.Tensor:
     return out
 
 
+def bn_affine(model, l: int, device=None, dtype=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hidden layer ``l``'s BatchNorm in evaluation mode, ``BN(z) = a (z - mean) + beta``: ``(a, mean, beta)``,
+    each ``[K, n_l]``, with ``a = gamma / sqrt(running_var + eps)`` (its Jacobian)."""
+    gamma, beta = model.bn_params[2 * l], model.bn_params[2 * l + 1]
+    mean, var = model.bn_buffers[2 * l], model.bn_buffers[2 * l + 1]
+    if device is not None:
+        gamma, beta, mean, var = (t.to(device, dtype) for t in (gamma, beta, mean, var))
+    return gamma / torch.sqrt(var + model.BN_EPS), mean, beta
+
+
 def bn_scale(ens) -> list[torch.Tensor] | None:
     """BatchNorm's Jacobian ``a_l = gamma / sqrt(running_var + eps)`` (``[K, n_l]``), or None without it."""
     if not ens.batchnorm:
         return None
-    return [(ens.bn_params[2 * l] / torch.sqrt(ens.bn_buffers[2 * l + 1] + ens.BN_EPS)).detach()
-            for l in range(len(ens.weights) - 1)]
+    return [bn_affine(ens, l)[0].detach() for l in range(len(ens.weights) - 1)]
 
 
 def teacher_net(teacher, K: int, device, dtype) -> Net:
