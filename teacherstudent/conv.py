@@ -253,12 +253,8 @@ class ConvEnsemble(StackedStudents):
         params = [torch.stack([m[i] for m in members]).to(device, dtype) for i in range(len(members[0]))]
         return cls(params, geom, cfg.batchnorm)
 
-    def slice(self, k0: int, k1: int) -> ConvEnsemble:
-        sub = ConvEnsemble([p[k0:k1] for p in self.params], self.geom)
-        sub.batchnorm = self.batchnorm
-        sub.bn_params = [p[k0:k1] for p in self.bn_params]
-        sub.bn_buffers = [p[k0:k1] for p in self.bn_buffers]
-        return sub
+    def with_params(self, params: list[torch.Tensor]) -> ConvEnsemble:
+        return ConvEnsemble(params, self.geom)
 
     def fanout_norms(self) -> list[torch.Tensor]:
         return fanout_norms([w.detach() for w in self.weights])

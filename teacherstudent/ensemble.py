@@ -103,6 +103,18 @@ class StackedStudents:
             with torch.no_grad():
                 dst.copy_(src)
 
+    def with_params(self, params: list[torch.Tensor]) -> StackedStudents:
+        """An ensemble of this kind (and geometry) over ``params``, without BatchNorm state."""
+        raise NotImplementedError
+
+    def slice(self, k0: int, k1: int) -> StackedStudents:
+        """Members ``k0..k1-1`` as an ensemble sharing storage with this one."""
+        sub = self.with_params([p[k0:k1] for p in self.params])
+        sub.batchnorm = self.batchnorm
+        sub.bn_params = [p[k0:k1] for p in self.bn_params]
+        sub.bn_buffers = [p[k0:k1] for p in self.bn_buffers]
+        return sub
+
 
 class Ensemble(StackedStudents):
     """Stacked students. ``params`` = ``[W_0, b_0, ..., W_out, b_out]``, each with a leading K axis.
@@ -132,13 +144,8 @@ class Ensemble(StackedStudents):
         params = [torch.stack([m[i] for m in members]).to(device, dtype) for i in range(len(members[0]))]
         return cls(params, cfg.batchnorm)
 
-    def slice(self, k0: int, k1: int) -> Ensemble:
-        """Members ``k0..k1-1`` as an ensemble sharing storage with this one."""
-        sub = Ensemble([p[k0:k1] for p in self.params])
-        sub.batchnorm = self.batchnorm
-        sub.bn_params = [p[k0:k1] for p in self.bn_params]
-        sub.bn_buffers = [p[k0:k1] for p in self.bn_buffers]
-        return sub
+    def with_params(self, params: list[torch.Tensor]) -> Ensemble:
+        return Ensemble(params)
 
     def fanout_norms(self) -> list[torch.Tensor]:
         """``||W_{l+1}[:, j]||`` for every hidden node: ``[K, n_l]`` per layer."""
