@@ -25,7 +25,7 @@ from .inputs import INPUTS, check_dim, check_inputs
 from .lucky import check_lucky
 from .metrics import METRICS
 from .registry import check_name
-from .train import LOSSES, OPTIMIZER_FIELDS, OPTIMIZERS, SCHEDULE_FIELDS, SCHEDULES
+from .train import LOSSES, OPTIMIZER_FIELDS, OPTIMIZERS, SCHEDULE_FIELDS, SCHEDULES, warmup_steps
 
 MAX_STEPS = 2**31 - 1  # first-pass steps are kept as int32 (results.py)
 MAX_MEMBERS = 1 << 20  # --seeds ranges: a typo like 1-100000000 is refused before building the list
@@ -577,7 +577,7 @@ class ExperimentConfig(_Section):
         if total > MAX_STEPS:
             raise ValueError(f"training.epochs gives {total} steps, more than {MAX_STEPS}; train fewer epochs")
         t = self.training
-        warm = t.warmup_steps or t.warmup_epochs * self.steps_per_epoch
+        warm = warmup_steps(t, self.steps_per_epoch)
         if warm > total:
             raise ValueError(f"the warm-up ({warm} steps) lasts longer than the run ({total} steps); shorten "
                              "training.warmup_steps / warmup_epochs or train longer")
@@ -735,13 +735,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if study:
             raise UserError(f"config file {path} has a [{study[0]}] table: it is a named experiment's base config; run "
                             f"`teacherstudent experiment run {Path(path).stem}` (or remove the table to use it with run)")
-        base = own.pop("preset", None)  # a config file may start from a preset: preset = "NAME"
-        if base is not None:
-            if not isinstance(base, str):
-                raise UserError(f"config file {path}: preset must be a preset's name (teacherstudent preset list)")
-            data = _merge(data, load_toml(preset_path(base)))
-        data = _merge(data, own)
+        data = _merge(data, with_preset(own, f"config file {path}"))  # it may start from a preset
     return build_config(apply_overrides(data, list(overrides or [])))
+
+
+def with_preset(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """A config file's ``data`` merged over the paper setting it starts from (``preset = "NAME"``), if any
+    (``where``: how an error names the file)."""
+    from .preset import preset_path
+
+    data = dict(data)
+    preset = data.pop("preset", None)
+    if preset is None:
+        return data
+    if not isinstance(preset, str):
+        raise UserError(f"{where}: preset must be a preset's name (teacherstudent preset list)")
+    return _merge(load_toml(preset_path(preset)), data)
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import ExperimentConfig, _merge, apply_overrides, build_config, load_toml
+from .config import ExperimentConfig, _merge, apply_overrides, build_config, load_toml, with_preset
 from .errors import UserError
 from .lock import locked
 from .store import atomic_write_bytes, remove_temp_files, run_status, write_json, write_parquet
@@ -112,22 +112,9 @@ def base_config(name: str, overrides: list[str] | None = None, root: str | Path 
     """``(base config, [sweep] table or None)`` of experiment ``name`` (the ``[sweep]`` table is not config);
     with ``quick`` the file's ``[quick]`` table is merged over it first (see the module docstring)."""
     root = Path(root) if root is not None else default_root()
-    data = quick_data(name, with_preset(name, load_toml(root / f"{name}.toml")), quick)
+    data = quick_data(name, with_preset(load_toml(root / f"{name}.toml"), f"{name}.toml"), quick)
     sweep = parse_sweep(data.pop("sweep", None))
     return build_config(apply_overrides(data, list(overrides or []))), sweep
-
-
-def with_preset(name: str, data: dict[str, Any]) -> dict[str, Any]:
-    """An experiment file that starts from a paper's setting (``preset = "NAME"``) merged over that preset."""
-    from .preset import preset_path
-
-    data = dict(data)
-    preset = data.pop("preset", None)
-    if preset is None:
-        return data
-    if not isinstance(preset, str):
-        raise UserError(f"{name}.toml: preset must be a preset's name (teacherstudent preset list)")
-    return _merge(load_toml(preset_path(preset)), data)
 
 
 def quick_data(name: str, data: dict[str, Any], quick: bool) -> dict[str, Any]:

@@ -178,13 +178,12 @@ def test_unknown_figure_names_are_one_line_errors(tmp_path):
 def test_quick_tables_change_only_quick_run_ids():
     """Every figure's experiment has a [quick] variant with other run ids; without --quick the
     [quick] table changes nothing (the base config equals the file's sections alone)."""
-    from teacherstudent.config import build_config, load_toml
-    from teacherstudent.experiments import with_preset
+    from teacherstudent.config import build_config, load_toml, with_preset
 
     needed = {e for m in all_figures().values() for e in m.EXPERIMENTS}
     assert needed <= set(list_experiments())
     for name in needed:
-        data = with_preset(name, load_toml(default_root() / f"{name}.toml"))
+        data = with_preset(load_toml(default_root() / f"{name}.toml"), f"{name}.toml")
         assert "quick" in data
         data.pop("quick"), data.pop("sweep", None)
         assert base_config(name)[0] == build_config(data)
