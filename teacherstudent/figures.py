@@ -171,20 +171,28 @@ def render(data: pd.DataFrame, panels: dict[str, dict], title: str, ncols: int |
     return fig
 
 
+# What each file format may not carry, so that the same figure gives the same bytes.
+FILE_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}}
+
+
+def figure_bytes(fig, fmt: str) -> bytes:
+    """``fig`` as a ``png`` or ``pdf`` file's bytes, deterministic (``FILE_METADATA``, fixed dpi, the theme's fonts)."""
+    import matplotlib as mpl
+
+    buf = io.BytesIO()
+    with mpl.rc_context(theme()):
+        fig.savefig(buf, format=fmt, dpi=DPI, bbox_inches="tight", metadata=FILE_METADATA[fmt])
+    return buf.getvalue()
+
+
 def save_figure_files(fig, stem: Path, data: pd.DataFrame | None = None) -> list[Path]:
     """``stem``.png and ``stem``.pdf (and ``stem``.csv of ``data``), byte-identical for the same figure:
     no software/date metadata, a fixed dpi, fonts from matplotlib's own DejaVu."""
-    import matplotlib as mpl
-
     out = []
-    with mpl.rc_context(theme()):
-        for fmt, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "ModDate": None, "Producer": None,
-                                                               "Creator": None})):
-            buf = io.BytesIO()
-            fig.savefig(buf, format=fmt, dpi=DPI, bbox_inches="tight", metadata=meta)
-            path = stem.with_suffix(f".{fmt}")
-            atomic_write_bytes(path, buf.getvalue())
-            out.append(path)
+    for fmt in FILE_METADATA:
+        path = stem.with_suffix(f".{fmt}")
+        atomic_write_bytes(path, figure_bytes(fig, fmt))
+        out.append(path)
     if data is not None:
         path = stem.with_suffix(".csv")
         atomic_write_bytes(path, data.to_csv(index=False, float_format="%.6g").encode())

@@ -165,8 +165,9 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-
 .meta{color:#666;font-size:90%}"""
 
 
-def image_tag(png: Path, alt: str) -> str:
-    data = base64.b64encode(png.read_bytes()).decode()
+def image_tag(png: Path | bytes, alt: str) -> str:
+    """An ``<img>`` with the PNG (a file, or its bytes) embedded as base64."""
+    data = base64.b64encode(png if isinstance(png, bytes) else png.read_bytes()).decode()
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
 

@@ -9,12 +9,11 @@ drawn with the shared theme of ``teacherstudent.figures`` and embedded as base64
 from __future__ import annotations
 
 import html
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from .figures import plot_frame, render, save_figure_files, series_rows, spread
+from .figures import figure_bytes, plot_frame, render, series_rows, spread
 from .paper import image_tag, page
 from .store import atomic_write_bytes
 from .summary import read_table
@@ -68,14 +67,13 @@ def run_report(folder: Path, dest: Path | None = None, command: list[str] | None
                                  "yscale": "log"}}),
     ]
     body = [f"<p>Run folder <code>{html.escape(str(folder))}</code>.</p>"]
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, (title, data, panels) in enumerate(figs):
-            png = save_figure_files(render(data, panels, f"{folder.name}: {title}"), Path(tmp) / f"fig{i}")[0]
-            body.append(f"<section><h2>{html.escape(title)}</h2>{image_tag(png, title)}</section>")
-            if i == 0:
-                body.append("<section><h2>Lucky nodes</h2><p>Per layer: each teacher node's final winner (the "
-                            "student best correlated with it at the end), ranked among all students by its "
-                            "correlation at initialisation (top-%: 1 = best; chance: 50).</p>"
-                            f"{html_table(lucky_table(folder))}</section>")
+    for i, (title, data, panels) in enumerate(figs):
+        png = figure_bytes(render(data, panels, f"{folder.name}: {title}"), "png")  # embedded: no file, no PDF
+        body.append(f"<section><h2>{html.escape(title)}</h2>{image_tag(png, title)}</section>")
+        if i == 0:
+            body.append("<section><h2>Lucky nodes</h2><p>Per layer: each teacher node's final winner (the "
+                        "student best correlated with it at the end), ranked among all students by its "
+                        "correlation at initialisation (top-%: 1 = best; chance: 50).</p>"
+                        f"{html_table(lucky_table(folder))}</section>")
     atomic_write_bytes(dest, page(f"teacherstudent report: {folder.name}", body, command).encode())
     return dest
