@@ -73,7 +73,8 @@ def experiment_plan(figures: dict[str, ModuleType], quick: bool, root: str | Pat
     """Every experiment the figures need -> its study (nothing trained; bad input fails here)."""
     from .experiments import plan_study
 
-    return {e: plan_study(e, root=root, quick=quick)[1] for m in figures.values() for e in m.EXPERIMENTS}
+    needed = dict.fromkeys(e for m in figures.values() for e in m.EXPERIMENTS)  # F1-F3 share one: plan it once
+    return {e: plan_study(e, root=root, quick=quick)[1] for e in needed}
 
 
 def figure_files(key: str, module: ModuleType, tables: dict[str, dict[str, pd.DataFrame]], out: Path,
