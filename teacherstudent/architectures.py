@@ -46,6 +46,15 @@ class Architecture:
     def prune(self, state: list[torch.Tensor], kept: list[torch.Tensor], batchnorm: bool) -> list[torch.Tensor]:
         raise NotImplementedError
 
+    def positions(self, cfg: ExperimentConfig) -> list[int]:
+        """Activations each hidden node (channel) has per sample, per layer: 1 for fully connected layers."""
+        return [1] * len(cfg.teacher.widths)
+
+    def param_count(self, cfg: ExperimentConfig, d: int) -> int:
+        """Weights and biases of one student (``d`` inputs), for the memory estimates."""
+        dims = [d, *(cfg.student.multiplier * w for w in cfg.teacher.widths), cfg.teacher.outputs]
+        return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+
 
 def _stack(members: list[list[torch.Tensor]]) -> list[torch.Tensor]:
     import torch
@@ -174,6 +183,19 @@ class Conv(Architecture):
         from .probes.prune import prune_channels
 
         return prune_channels(state, kept, batchnorm)
+
+    def positions(self, cfg):
+        from .conv import geometry
+
+        return geometry(cfg).positions()
+
+    def param_count(self, cfg, d):
+        import math
+
+        from .conv import geometry, layer_shapes
+
+        widths = [cfg.student.multiplier * w for w in cfg.teacher.widths]
+        return sum(math.prod(shape) + shape[0] for shape in layer_shapes(widths, cfg.teacher.outputs, geometry(cfg)))
 
 
 ARCHITECTURES: dict[str, Architecture] = {"mlp": Mlp(), "conv": Conv()}

@@ -37,7 +37,7 @@ class Problem:
     @property
     def activation_widths(self) -> list[int]:
         """Activations per sample of each hidden layer and member: ``n_l`` (times ``P_l`` positions for conv)."""
-        pos = self.ens.geom.positions() if hasattr(self.ens, "geom") else [1] * len(self.widths)
+        pos = ARCHITECTURES[self.cfg.arch].positions(self.cfg)
         return [n * p for n, p in zip(self.widths, pos)]
 
     @property

@@ -78,15 +78,12 @@ def estimate(cfg, memory_budget: float = DEFAULT_BUDGET) -> Estimate:
     parts["training set"] = i.train_samples * (d + label) * item * (2 if i.fresh else 1)
     parts["evaluation set"] = i.eval_samples * (d + label + sum(tw)) * item
     parts["teacher reference inputs"] = t.reference_samples * (d + max(tw)) * 4
-    dims = [d, *sw, C]
-    weights = K * sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
-    pos = [1] * len(sw)
-    if cfg.arch == "conv":  # channels at every position: activations per sample are n_l * P_l
-        from .conv import geometry, layer_shapes
+    from .architectures import ARCHITECTURES
 
-        g = geometry(cfg)
-        pos = g.positions()
-        weights = K * sum(math.prod(shape) + shape[0] for shape in layer_shapes(sw, C, g))
+    arch = ARCHITECTURES[cfg.arch]
+    weights = K * arch.param_count(cfg, d)
+    pos = arch.positions(cfg)  # activations per node and sample (conv: a channel's positions)
+    if cfg.arch == "conv":  # the teacher's maps: its channels at every position, in float64 while tuning
         parts["evaluation set"] += i.eval_samples * sum(m * (p - 1) for m, p in zip(tw, pos)) * item
         parts["teacher reference inputs"] = t.reference_samples * (d + max(m * p for m, p in zip(tw, pos))) * 8
     sw = [n * p for n, p in zip(sw, pos)]

@@ -196,16 +196,16 @@ class StudyRun:
 def member_bytes(cfg: ExperimentConfig) -> int:
     """Rough bytes one member needs: parameters, gradients, optimiser state, one step's and one
     measurement's activations (what decides how many members share a run by default)."""
+    from .architectures import ARCHITECTURES
+
     el = 8 if cfg.training.dtype == "float64" else 4
     widths = [cfg.student.multiplier * w for w in cfg.teacher.widths]
     dims = [cfg.teacher.d, *widths, cfg.teacher.outputs]
-    params = sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+    params = sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))  # fully connected count, for every arch
     t = cfg.training
     moments = 2 if t.optimizer == "adam" else (1 if t.momentum > 0 else 0)
-    if cfg.arch == "conv":  # channels hold an activation at every position
-        from .conv import geometry
-
-        widths = [n * p for n, p in zip(widths, geometry(cfg).positions())]
+    # a node (conv: a channel) holds an activation at every position
+    widths = [n * p for n, p in zip(widths, ARCHITECTURES[cfg.arch].positions(cfg))]
     hidden = sum(widths) + cfg.teacher.outputs
     acts = 3 * t.batch_size * hidden + 2 * cfg.inputs.eval_samples * hidden
     return int(el * (params * (2 + moments) + acts))
