@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 import math
 import re
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
@@ -528,6 +528,7 @@ class FlatnessProbe(_Probe):
 
 # One model per probe kind (add a kind: its model here, its runner in probes.PROBES).
 ProbeConfig = Annotated[Union[LotteryProbe, ReinitProbe, FlatnessProbe], Field(discriminator="kind")]
+PROBE_KINDS = tuple(m.model_fields["kind"].default for m in get_args(get_args(ProbeConfig)[0]))  # the union's tags
 
 
 class ExperimentConfig(_Section):
@@ -645,7 +646,7 @@ def format_validation_error(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
         path = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
-        if path[:1] == ["probe"] and len(path) > 1 and path[1] in ("lottery", "reinit", "flatness"):
+        if path[:1] == ["probe"] and len(path) > 1 and path[1] in PROBE_KINDS:
             path.pop(1)  # the union's tag: the kind is already in the config
         loc = ".".join(path)
         msg = e["msg"].removeprefix("Value error, ")
