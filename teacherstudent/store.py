@@ -38,9 +38,6 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     # probes that train nothing hold their own table instead of the three above (config ``_Probe.TABLES``)
     "flatness": ("run", "parent", "member", "step", "statistic", "index", "value"),
 }
-# Tables written only by runs whose config turns on the extension that makes them (tables.py,
-# results.TABLE_RECORDERS); they stream to parts/ like the metrics and load_runs reads them too.
-OPTIONAL_TABLES = ("theory", "theory_nodes")
 TEXT_COLUMNS = ("run", "split", "metric", "pair", "statistic", "parent")
 REPAIR_HINT = "run `teacherstudent verify {root} --repair` to recompute it (or delete the run folder and run again)"
 TEMP_GLOB = ".*.tmp"  # atomic_write_bytes' temporary files
@@ -329,7 +326,11 @@ def remove_temp_files(folder: Path) -> list[Path]:
     return gone
 
 
-PART_SUFFIX = {"metrics": ".parquet", "corr": ".npz", **{t: ".parquet" for t in OPTIONAL_TABLES}}
+PART_SUFFIX = {"corr": ".npz"}  # every other kind of part (metrics, an extension's table) is tidy rows: .parquet
+
+
+def part_suffix(kind: str) -> str:
+    return PART_SUFFIX.get(kind, ".parquet")
 
 
 class RunFolder:
@@ -419,10 +420,10 @@ class RunFolder:
 
     # ---- measurement parts -------------------------------------------------
     def _part(self, kind: str, step: int) -> Path:
-        return self.parts / f"{kind}-{step:012d}{PART_SUFFIX[kind]}"
+        return self.parts / f"{kind}-{step:012d}{part_suffix(kind)}"
 
     def write_part(self, kind: str, step: int, obj) -> None:
-        if PART_SUFFIX[kind] == ".parquet":
+        if part_suffix(kind) == ".parquet":
             write_parquet(self._part(kind, step), obj)
         else:
             write_npz(self._part(kind, step), obj, compressed=False)  # parts are read back once: speed over size
@@ -430,14 +431,21 @@ class RunFolder:
     def part_steps(self, kind: str) -> list[int]:
         if not self.parts.is_dir():
             return []
-        return sorted(int(p.name[len(kind) + 1:-len(PART_SUFFIX[kind])]) for p in self.parts.glob(f"{kind}-*{PART_SUFFIX[kind]}"))
+        suffix = part_suffix(kind)
+        return sorted(int(p.name[len(kind) + 1:-len(suffix)]) for p in self.parts.glob(f"{kind}-*{suffix}"))
+
+    def part_kinds(self) -> list[str]:
+        """The kinds of measurement part in ``parts/`` (``metrics``, ``corr``, an extension's tables)."""
+        if not self.parts.is_dir():
+            return []
+        return sorted({p.name.rsplit("-", 1)[0] for p in self.parts.iterdir() if "-" in p.name and not p.name.startswith(".")})
 
     def read_parts(self, kind: str) -> dict[int, Any]:
         out = {}
         for step in self.part_steps(kind):
             path = self._part(kind, step)
             try:
-                if PART_SUFFIX[kind] == ".parquet":
+                if part_suffix(kind) == ".parquet":
                     out[step] = pd.read_parquet(path)
                 else:
                     with open(path, "rb") as fh, np.load(fh) as z:
@@ -456,7 +464,7 @@ class RunFolder:
         """Remove measurement parts (all, or those of steps after ``after``)."""
         if not self.parts.is_dir():
             return
-        for kind in PART_SUFFIX:
+        for kind in self.part_kinds():
             for step in self.part_steps(kind):
                 if after is None or step > after:
                     self._part(kind, step).unlink()

@@ -1,8 +1,7 @@
 """Extra tables: a callback-like extension that adds its own tidy tables to a run.
 
-A ``TableRecorder`` names its ``tables`` (each listed in ``store.TABLE_COLUMNS`` and
-``store.OPTIONAL_TABLES``), says whether a config ``wanted`` it and at which ``steps`` it
-records, and returns one DataFrame per table from ``rows(tr)``. The run's ``Recorder``
+A ``TableRecorder`` names its ``tables`` (each listed in ``store.TABLE_COLUMNS``), says whether
+a config ``wanted`` it and at which ``steps`` it records, and returns one DataFrame per table from ``rows(tr)``. The run's ``Recorder``
 (results.py) calls every recorder of ``results.TABLE_RECORDERS`` that the config wants: at each
 of its steps the rows go to ``parts/<table>-<step>.parquet`` (dropped past the resume point
 like the metric parts), and at the end they are compacted into ``<table>.parquet``, which

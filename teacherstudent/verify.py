@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import UserError
-from .store import (PART_SUFFIX, TABLES, TEMP_GLOB, RunFolder, load_torch, read_config, read_corr,
+from .store import (TABLES, TEMP_GLOB, RunFolder, load_torch, read_config, read_corr,
                     read_json, read_table_file, remove_temp_files, config_tables)
 
 ACTIONS = ("ok", "clean", "resume", "redo", "cannot")
@@ -117,7 +117,7 @@ def check_run(folder: Path) -> RunCheck:
             _weights(p, ckpts / "latest.pt", "trainer")
         if (ckpts / "init.pt").exists() or (status or {}).get("step", 0) > 0:
             _weights(p, ckpts / "init.pt")
-        for kind in PART_SUFFIX:
+        for kind in rf.part_kinds():
             _try(p, rf.read_parts, kind)
     p[:] = [q.removesuffix("; ") for q in p]
     damage = list(p)
