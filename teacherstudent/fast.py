@@ -126,7 +126,8 @@ def member_targets(y: torch.Tensor, k0: int, k1: int) -> torch.Tensor:
 def loss_and_grads_chunked(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, chunk: int,
                            out: list[torch.Tensor] | None = None, masks: list[torch.Tensor] | None = None,
                            smoothing: float = 0.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``loss_and_grads`` over members ``chunk`` at a time: the same numbers, bounded activation memory."""
+    """``loss_and_grads`` over members ``chunk`` at a time: bounded activation memory, the same numbers up
+    to float rounding (a batched matmul over fewer members may be split over threads differently)."""
     K = params[0].shape[0]
     grads = out if out is not None else [torch.empty_like(p) for p in params]
     if chunk >= K:

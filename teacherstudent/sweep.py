@@ -19,7 +19,8 @@ in ``student.seeds`` are one computation, an ensemble over the union of their se
 split into chunks of ``members_per_run`` seeds (default: as many members as fit
 ``MEMBER_BUDGET`` bytes, see ``member_bytes``), one run folder per chunk. A member's
 numbers do not depend on which other members share its ensemble, so ``load_runs`` sees
-the same rows (bar the ``run`` column and ``student.seeds``) however a study is packed.
+the same rows (bar the ``run`` column and ``student.seeds``) however a study is packed, up to
+float rounding (MKL partitions a batched matmul of one member differently from one of several).
 
 ``train_job`` is what an executor runs for one run (``teacherstudent.executors``): it
 trains through ``simulate.run`` (one process per run folder, by the run folder's lock),
@@ -337,7 +338,7 @@ def plan_table(study: Study, out: Path):
 
 def load_study(study: Study, out: str | Path, table: str = "metrics"):
     """The study's rows of ``table`` (finished runs only), each tagged with its ``arm`` and the axis
-    values of its point: the same rows however the study was packed."""
+    values of its point: the same rows however the study was packed (up to float rounding)."""
     import pandas as pd
 
     from .summary import read_table

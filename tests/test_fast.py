@@ -60,14 +60,23 @@ def test_hand_written_gradients_equal_autograd(loss):
         assert torch.allclose(g, r, rtol=1e-11, atol=1e-14)
 
 
+# Chunking changes how many members one batched matmul holds, and MKL partitions a batch of one
+# matrix (threads inside the GEMM) differently from a batch of several (one GEMM per thread): the
+# last bit can differ (CI saw 7e-18 on a 1e-2 gradient). So chunked == unchunked is asserted to
+# float64 rounding, and run-to-run determinism at a fixed chunking exactly (below, and the resume tests).
+ROUNDING = {"rtol": 1e-12, "atol": 1e-15}
+
+
 def test_chunked_step_equals_unchunked():
     sim = _sim([], "fast")
     x, y = sim.data.epoch(0)
     whole = loss_and_grads(sim.ens.params, x[:32], y[:32], "mse")
     for chunk in (1, 2):
         part = loss_and_grads_chunked(sim.ens.params, x[:32], y[:32], "mse", chunk)
-        assert torch.equal(part[0], whole[0])
-        assert all(torch.equal(a, b) for a, b in zip(part[1], whole[1]))
+        assert torch.allclose(part[0], whole[0], **ROUNDING)
+        assert all(torch.allclose(a, b, **ROUNDING) for a, b in zip(part[1], whole[1]))
+        again = loss_and_grads_chunked(sim.ens.params, x[:32], y[:32], "mse", chunk)
+        assert all(torch.equal(a, b) for a, b in zip(part[1], again[1]))  # deterministic at a fixed chunking
 
 
 @pytest.mark.parametrize("loss", ["mse", "ce"])
@@ -96,16 +105,16 @@ def test_fused_sgd_chunked_equals_unchunked():
     for i in range(3):
         v1 = sgd_step(whole.ens.params, x[32 * i:32 * (i + 1)], y[32 * i:32 * (i + 1)], "mse", 0.1)
         v2 = sgd_step_chunked(parts.ens.params, x[32 * i:32 * (i + 1)], y[32 * i:32 * (i + 1)], "mse", 0.1, 2)
-        assert torch.equal(v1, v2)
-    assert all(torch.equal(a, b) for a, b in zip(whole.ens.params, parts.ens.params))
+        assert torch.allclose(v1, v2, **ROUNDING)
+    assert all(torch.allclose(a, b, **ROUNDING) for a, b in zip(whole.ens.params, parts.ens.params))
 
 
-def test_tiny_memory_budget_chunks_members_and_changes_nothing():
+def test_tiny_memory_budget_chunks_members_and_changes_only_rounding():
     big, small = _sim([], "fast"), _sim([], "fast", budget=1)
     assert small.stepper.chunk == 1 and small.measure_chunk == 1 and big.stepper.chunk >= 3
     for sim in (big, small):
         sim.train_until(20)
-    assert all(torch.equal(a, b) for a, b in zip(big.ens.params, small.ens.params))
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-13) for a, b in zip(big.ens.params, small.ens.params))
     s_big, s_small = big.snapshot(), small.snapshot()
     for a, b in zip(s_big.corr, s_small.corr):
         assert torch.allclose(a, b, atol=1e-6)
