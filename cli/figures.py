@@ -23,6 +23,10 @@ def figures(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes (default: as for experiment run)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="With --executor dask: tcp://HOST:8786 of a running cluster."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    plan: bool = typer.Option(False, "--plan", help="Train nothing: print the runs, their student-steps and the "
+                              "estimated time on this machine (from a few seconds of measured steps), then exit."),
+    estimate: bool = typer.Option(True, "--estimate/--no-estimate", help="With --plan: measure the rate and "
+                                  "estimate the time (--no-estimate: counts only, instantly)."),
 ) -> None:
     """Build the paper figures: train what is missing, draw PNG + PDF + CSV per figure, write index.html."""
     from teacherstudent.executors import EXECUTORS
@@ -32,6 +36,9 @@ def figures(
     if executor not in EXECUTORS:
         raise UserError(f"unknown --executor {executor!r}; known: {', '.join(EXECUTORS)}")
     experiment_plan(resolve(names), quick)  # bad names and configs fail here, before the bar
+    if plan:
+        print_plan(names, quick, runs, device, estimate)
+        return
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("figures", total=None)
@@ -47,6 +54,33 @@ def figures(
         t.add_row(f.key, "yes" if f.holds else "no", f.measured, f"{f.train_seconds:.0f}", f"{f.render_seconds:.1f}")
     console.print(t)
     console.print(f"report:  {res.index}", markup=False, highlight=False)
+
+
+def print_plan(names: Optional[list[str]], quick: bool, runs: Path, device: str, estimate: bool) -> None:
+    """``figures --plan``: one row per experiment, then the total (see teacherstudent.plan)."""
+    from teacherstudent.plan import figures_plan, format_duration
+
+    with console.status("measuring the rate of each run shape..." if estimate else "planning..."):
+        p = figures_plan(names, quick, runs, device, measure=estimate)
+    t = Table(title=f"teacherstudent figures{' --quick' if quick else ''}: the plan (nothing trained)")
+    cols = ["experiment", "figures", "runs to train", "student-steps to train", "probe retrains"]
+    cols += ["student-steps/s", "estimated time"] if estimate else []
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("experiment", "figures") else "right")
+    for e in p.experiments:
+        row = [e.name, " ".join(e.figures), f"{e.runs_to_train} of {e.runs}",
+               f"{e.student_steps_to_train:,} of {e.student_steps:,}",
+               f"{e.probes} ({e.probe_student_steps:,} student-steps)" if e.probes else "0"]
+        if estimate:
+            rate = min((r.student_steps_per_s for r in e.rates), default=None)
+            row += [f"{rate:,.0f}" if rate else "-", format_duration(e.seconds) if e.rates else "done"]
+        t.add_row(*row)
+    console.print(t)
+    total = f"total: {p.student_steps_to_train:,} student-steps to train"
+    if estimate:
+        total += (f", about {format_duration(p.seconds)} on {device} here, one run after another "
+                  f"(rates measured in {p.calibration_seconds:.0f} s; table writes and checkpoints not counted)")
+    console.print(total, markup=False, highlight=False)
 
 
 @user_errors

@@ -349,3 +349,56 @@ def test_report_of_one_run(finished_run, tmp_path):
         pytest.skip("headless check needs Chromium (Debian package chromium, /usr/bin/chromium); not installed")
     imgs = browser_images(dest, tmp_path)
     assert len(imgs) == 2 and all(i["ok"] and i["w"] > 100 and i["dw"] > 0 for i in imgs), imgs
+
+
+# ---- figures --plan: counts and an estimate, nothing trained ------------------------------------
+
+def test_plan_counts_every_student_step_and_trains_nothing(tmp_path):
+    from teacherstudent.plan import figures_plan
+
+    root = tiny_experiment_root(tmp_path / "analysis")
+    figs = {k: all_figures()[k] for k in ("F1", "F2", "F3")}
+    p = figures_plan(None, True, tmp_path / "runs", "cpu", measure=False, figures=figs, root=root)
+    study = plan_study("deep_dynamics", root=root, quick=True)[1]
+    [e] = p.experiments  # F1-F3 share one experiment
+    assert (e.name, e.figures, e.runs, e.runs_to_train) == ("deep_dynamics", ["F1", "F2", "F3"], len(study.runs),
+                                                            len(study.runs))
+    assert e.student_steps_to_train == e.student_steps == sum(r.student_steps for r in study.runs) > 0
+    assert p.seconds is None and not (tmp_path / "runs").exists()
+
+
+def test_plan_estimate_is_setup_plus_steps_plus_measurements(tmp_path):
+    from teacherstudent.plan import figures_plan
+
+    root = tiny_experiment_root(tmp_path / "analysis")
+    figs = {"F1": all_figures()["F1"]}
+    p = figures_plan(None, True, tmp_path / "runs", "cpu", figures=figs, root=root)
+    [e] = p.experiments
+    study = plan_study("deep_dynamics", root=root, quick=True)[1]
+    assert len(e.rates) == len(study.runs) and all(r.setup > 0 and r.step > 0 and r.measure > 0 for r in e.rates)
+    from teacherstudent.schedule import measure_steps
+
+    want = sum(rate.seconds(r.cfg.total_steps, len(measure_steps(r.cfg.measure, r.cfg.steps_per_epoch, r.cfg.total_steps)))
+               for rate, r in zip(e.rates, study.runs))
+    assert e.seconds == pytest.approx(want) and p.seconds == pytest.approx(want)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_plan_after_a_build_has_nothing_left_to_train(tiny_build):
+    from teacherstudent.plan import figures_plan
+
+    tmp, root, figs, _, _ = tiny_build
+    p = figures_plan(None, True, tmp / "runs", "cpu", figures=figs, root=root)
+    [e] = p.experiments
+    assert (e.runs_to_train, e.student_steps_to_train, e.seconds, p.student_steps_to_train) == (0, 0, 0.0, 0)
+    assert e.student_steps > 0
+
+
+def test_plan_cli_prints_the_real_studies_counts(tmp_path):
+    res = invoke("figures", "--plan", "--quick", "--no-estimate", "--runs", tmp_path / "runs")
+    assert res.exit_code == 0, res.output
+    study = plan_study("deep_dynamics", quick=True)[1]
+    assert f"{sum(r.student_steps for r in study.runs):,}" in res.output and "lottery_tickets" in res.output
+    assert "nothing trained" in res.output and not (tmp_path / "runs").exists()
+    bad = invoke("figures", "F9", "--plan", "--runs", tmp_path / "runs")
+    assert bad.exit_code == 2 and "unknown figure" in bad.output
