@@ -14,6 +14,7 @@ reads the drawn numbers back from the axes (the tests compare it with the CSV).
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,8 @@ def render(data: pd.DataFrame, panels: dict[str, dict], title: str, ncols: int |
     ncols = ncols or (2 if len(names) == 4 else min(len(names), 3))
     nrows = -(-len(names) // ncols)
     with mpl.rc_context(theme()):
-        fig = new_figure((max(4.2 * ncols, 6.5), 3.3 * nrows + 0.5))
+        shared = shared_legend(data, names)
+        fig = new_figure((max(4.2 * ncols, 6.5), (3.3 if shared else 3.9) * nrows + 0.5))  # room for legends below
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
         for ax in axes[len(names):]:
@@ -132,7 +134,7 @@ def render(data: pd.DataFrame, panels: dict[str, dict], title: str, ncols: int |
             width = 0.8 * (np.diff(xs).min() if len(xs) > 1 else 1.0) / max(len(bars), 1)
             for i, s in enumerate(series):
                 ds = d[d.series == s]
-                c = colors[i % len(colors)]
+                c = series_color(s, i, colors)
                 kind = ds.kind.iloc[0]
                 if kind == "line":
                     ax.plot(ds.x.to_numpy(), ds.y.to_numpy(), marker="o", markersize=3, lw=1.5, color=c, label=s)
@@ -164,11 +166,36 @@ def render(data: pd.DataFrame, panels: dict[str, dict], title: str, ncols: int |
                 ax.set_xticks(xs, [f"{x:g}" for x in xs])
             if spec.get("ylim"):
                 ax.set_ylim(*spec["ylim"])
-            if series:
-                ax.legend(fontsize="small", markerscale=2 if any(d.kind == "scatter") else 1)
+        for ax, name in zip(axes, names):
+            d = data[data.panel == name]
+            if len(d) and not shared:  # below its own panel, outside the axes: it covers no data
+                n = len(dict.fromkeys(d.series))
+                ax.legend(fontsize="small", markerscale=2 if any(d.kind == "scatter") else 1, loc="upper center",
+                          bbox_to_anchor=(0.5, -0.2), ncol=min(n, 2), frameon=False)
         fig.suptitle(title)
         fig.tight_layout()
+        if shared:  # one legend for every panel, right of them (the saved bbox grows to hold it): it covers no data
+            ax = axes[0]
+            handles, labels = ax.get_legend_handles_labels()
+            fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small", frameon=False,
+                       markerscale=2 if any(data.kind == "scatter") else 1)
     return fig
+
+
+LAYER_SERIES = re.compile(r"layer (\d+)$")
+
+
+def series_color(series: str, i: int, colors: list[str]) -> str:
+    """A series' colour: ``layer k`` is always the palette's k-th colour (the same layer looks the
+    same in every figure); any other series takes its position in the panel."""
+    m = LAYER_SERIES.match(series)
+    return colors[(int(m.group(1)) if m else i) % len(colors)]
+
+
+def shared_legend(data: pd.DataFrame, names: list[str]) -> bool:
+    """Whether every drawn panel shows the same series in the same order (then one figure legend serves them all)."""
+    seen = [tuple(dict.fromkeys(data[data.panel == n].series)) for n in names]
+    return bool(seen) and bool(seen[0]) and all(s == seen[0] for s in seen)
 
 
 # What each file format may not carry, so that the same figure gives the same bytes.

@@ -59,6 +59,7 @@ class FigureResult:
     files: list[Path]
     train_seconds: float  # training time of the experiments this figure was the first to need
     render_seconds: float
+    setting: str = ""  # the figure's caption: the setting it was measured in
 
 
 @dataclass
@@ -83,7 +84,7 @@ def figure_files(key: str, module: ModuleType, tables: dict[str, dict[str, pd.Da
     from .figures import render, save_figure_files
 
     df = module.data(tables)
-    title = f"{key}. {module.TITLE}\n{module.SETTING}" + (" (quick)" if quick else "")
+    title = f"{key}. {module.TITLE}" + (" (quick)" if quick else "")  # the setting goes in the caption
     fig = render(df, module.PANELS, title)
     files = save_figure_files(fig, out / key, df)
     measured, holds = module.verdict(tables)
@@ -146,7 +147,7 @@ def build_figures(names: list[str] | None = None, out: str | Path = "figures", r
         train = sum(seconds[e] for e in module.EXPERIMENTS if e not in charged)
         charged.update(module.EXPERIMENTS)
         result.figures.append(FigureResult(key, module.TITLE, module.CLAIM, measured, holds, files, train,
-                                           time.perf_counter() - t))
+                                           time.perf_counter() - t, module.SETTING))
         done_before += 1
         tell(done_before, f"drew {key}")
     result.seconds = time.perf_counter() - t0
@@ -193,6 +194,7 @@ def write_index(result: BuildResult, command: list[str] | None, quick: bool) -> 
                     f"<p><b>Claim.</b> {html.escape(f.claim)}</p>"
                     f"<p><b>Measured.</b> {html.escape(f.measured)}: {verdict}.</p>"
                     f"{image_tag(png, f.key + ' ' + f.title)}"
+                    f"<p><b>Setting.</b> {html.escape(f.setting)}{' (quick variant)' if quick else ''}.</p>"
                     f"<p class=\"meta\"><a href=\"{pdf.name}\">PDF</a> · <a href=\"{csv.name}\">CSV</a> · "
                     f"training {f.train_seconds:.0f} s, drawing {f.render_seconds:.1f} s</p></section>")
     path = result.out / "index.html"

@@ -111,9 +111,34 @@ def test_each_figure_draws_exactly_the_numbers_in_its_csv(key, tmp_path):
     assert_csv_is_plotted(csv, fig)
     for ax in fig.axes:
         if ax.get_visible():
-            assert ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None
+            assert ax.get_xlabel() and ax.get_ylabel() and (ax.get_legend() is not None or fig.legends)
     measured, holds = module.verdict(tables)
     assert isinstance(holds, bool) and re.search(r"\d", measured)
+
+
+@pytest.mark.parametrize("key", list(all_figures()))
+def test_legends_cover_no_axes_and_each_layer_keeps_its_colour(key):
+    import matplotlib as mpl
+
+    from teacherstudent.figures import theme
+
+    module = all_figures()[key]
+    fig = render(module.data(synthetic_tables()), module.PANELS, module.TITLE)
+    renderer = fig.canvas.get_renderer()
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    legends = list(fig.legends) + [ax.get_legend() for ax in axes if ax.get_legend() is not None]
+    assert legends
+    for leg in legends:
+        box = leg.get_window_extent(renderer)
+        for ax in axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), (key, ax.get_title())
+    palette = theme()["axes.prop_cycle"].by_key()["color"]
+    for ax in axes:
+        for line in ax.lines:
+            m = re.match(r"layer (\d+)$", line.get_label())
+            if m:
+                assert mpl.colors.to_hex(line.get_color()) == palette[int(m.group(1))], (key, line.get_label())
+    assert "\n" not in fig._suptitle.get_text()  # the setting is the caption, not a second title line
 
 
 @pytest.mark.parametrize("widest, holds", [(0.9, True), (0.2, False)])

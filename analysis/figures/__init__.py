@@ -3,7 +3,7 @@
 A figure module reads results only through the named experiments' tables (``tables[experiment][table]``,
 as ``teacherstudent.experiments.run_study`` computes them) and defines:
 
-- ``TITLE``: what it shows, and ``SETTING``: the setting it was measured in (both go into the title);
+- ``TITLE``: what it shows, and ``SETTING``: the setting it was measured in (the title on the figure; the setting is its caption on the report page);
 - ``CLAIM``: the claim the figure tests (one sentence);
 - ``EXPERIMENTS``: the named experiments it needs (each must have a ``[quick]`` table for ``--quick``);
 - ``PANELS``: panel name -> axes labels (with units) and scales, in drawing order;
