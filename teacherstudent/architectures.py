@@ -92,12 +92,12 @@ class Mlp(Architecture):
         return _stack([init_member(widths, d, outputs, s, cfg.student) for s in seeds])
 
     def fanout(self, params):
-        from .probes.select import fanout_scores
+        from .pruning import fanout_scores
 
         return fanout_scores(params)
 
     def prune(self, state, kept, batchnorm):
-        from .probes.prune import prune_nodes
+        from .pruning import prune_nodes
 
         return prune_nodes(state, kept, batchnorm)
 
@@ -180,7 +180,7 @@ class Conv(Architecture):
         return [f.double() for f in fanout_norms(params[0::2])]
 
     def prune(self, state, kept, batchnorm):
-        from .probes.prune import prune_channels
+        from .pruning import prune_channels
 
         return prune_channels(state, kept, batchnorm)
 
