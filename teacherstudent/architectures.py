@@ -55,6 +55,11 @@ class Architecture:
         dims = [d, *(cfg.student.multiplier * w for w in cfg.teacher.widths), cfg.teacher.outputs]
         return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
 
+    def sizes(self, cfg: ExperimentConfig, d: int) -> tuple[int, list[int]]:
+        """What the memory estimate (resources.py) asks of an architecture, in one call:
+        ``(param_count(cfg, d), positions(cfg))``."""
+        return self.param_count(cfg, d), self.positions(cfg)
+
 
 def _stack(members: list[list[torch.Tensor]]) -> list[torch.Tensor]:
     import torch

@@ -61,9 +61,9 @@ def architecture(name: str) -> str:
 
 def optimizer_fields() -> dict[str, tuple[str, ...]]:
     """The ``TrainingConfig`` fields each optimiser reads besides lr and weight_decay."""
-    from ..train import OPTIMIZER_FIELDS
+    from ..train import optimizer_fields
 
-    return OPTIMIZER_FIELDS
+    return optimizer_fields()
 
 
 def schedule_fields() -> dict[str, tuple[str, ...]]:

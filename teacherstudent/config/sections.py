@@ -255,7 +255,7 @@ class TrainingConfig(_Section):
     renorm_layers: tuple[int, ...] | None = Field(None, description="renorm='fan_in': weight layers renormalised "
                                                   "(0 = the first, L = the output layer); default all")
     renorm_bias: bool = Field(True, description="renorm='fan_in': the bias counts in the norm and is rescaled with the row")
-    # optimiser-specific (train.OPTIMIZER_FIELDS): rejected under an optimiser that does not read them
+    # optimiser-specific (the fields of train.OPTIMIZERS' entries): rejected under an optimiser that does not read them
     alpha: float = Field(0.99, ge=0, lt=1, description="rmsprop: smoothing constant of the squared-gradient average")
     centered: bool = Field(False, description="rmsprop: divide by the gradient's estimated variance instead")
     lr_decay: float = Field(0.0, ge=0, description="adagrad: step t uses lr / (1 + (t - 1) * lr_decay)")
@@ -285,11 +285,12 @@ class TrainingConfig(_Section):
     _ckpt = field_validator("checkpoint_steps")(classmethod(lambda cls, v: _distinct_steps("training.checkpoint_steps", v)))
 
     def _reject_others(self, kind: str, table: dict[str, tuple[str, ...]]) -> None:
-        """Fields that only other entries of ``table`` (OPTIMIZER_FIELDS, SCHEDULE_FIELDS) read, if set."""
+        """Fields that only other entries of ``table`` (the optimisers' fields, SCHEDULE_FIELDS) read, if set."""
         own = set(table.get(getattr(self, kind), ()))
         users: dict[tuple[str, ...], list[str]] = {}
         for field in dict.fromkeys(f for fields in table.values() for f in fields):
-            if field not in own and self.changed(field):
+            # a field this model lacks cannot have been set (an extension's field on a subclass of it)
+            if field not in own and field in type(self).model_fields and self.changed(field):
                 users.setdefault(tuple(n for n, fs in table.items() if field in fs), []).append(field)
         for names, fields in users.items():
             self._unused("training", fields, f"training.{kind}=" + " or ".join(repr(n) for n in names))
