@@ -20,7 +20,7 @@ class _Probe(_Section):
 
     # fields that always appear in the run id, at their default too (0.2 probe run ids listed them)
     _IDENTITY: ClassVar[tuple[str, ...]] = ()
-    # the tables its folder holds: None = a run's (the probe trains); else its own (store.folder_tables)
+    # the tables its folder holds: None = a run's (the probe trains); else its own (reader.folder_tables)
     TABLES: ClassVar[tuple[str, ...] | None] = None
 
     def canonical(self) -> dict[str, Any]:
