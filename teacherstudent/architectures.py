@@ -55,6 +55,11 @@ class Architecture:
         dims = [d, *(cfg.student.multiplier * w for w in cfg.teacher.widths), cfg.teacher.outputs]
         return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
 
+    def sizes(self, cfg: ExperimentConfig, d: int) -> tuple[int, list[int]]:
+        """What the memory estimate (resources.py) asks of an architecture, in one call:
+        ``(param_count(cfg, d), positions(cfg))``."""
+        return self.param_count(cfg, d), self.positions(cfg)
+
 
 def _stack(members: list[list[torch.Tensor]]) -> list[torch.Tensor]:
     import torch
@@ -92,12 +97,12 @@ class Mlp(Architecture):
         return _stack([init_member(widths, d, outputs, s, cfg.student) for s in seeds])
 
     def fanout(self, params):
-        from .probes.select import fanout_scores
+        from .pruning import fanout_scores
 
         return fanout_scores(params)
 
     def prune(self, state, kept, batchnorm):
-        from .probes.prune import prune_nodes
+        from .pruning import prune_nodes
 
         return prune_nodes(state, kept, batchnorm)
 
@@ -180,7 +185,7 @@ class Conv(Architecture):
         return [f.double() for f in fanout_norms(params[0::2])]
 
     def prune(self, state, kept, batchnorm):
-        from .probes.prune import prune_channels
+        from .pruning import prune_channels
 
         return prune_channels(state, kept, batchnorm)
 

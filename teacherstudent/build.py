@@ -28,6 +28,7 @@ class Problem:
     teacher: Teacher
     data: DataSource
     ens: Ensemble
+    positions: list[int]  # activations per node and sample of each hidden layer (mlp: 1, conv: P_l positions)
 
     @property
     def widths(self) -> list[int]:
@@ -37,8 +38,7 @@ class Problem:
     @property
     def activation_widths(self) -> list[int]:
         """Activations per sample of each hidden layer and member: ``n_l`` (times ``P_l`` positions for conv)."""
-        pos = ARCHITECTURES[self.cfg.arch].positions(self.cfg)
-        return [n * p for n, p in zip(self.widths, pos)]
+        return [n * p for n, p in zip(self.widths, self.positions)]
 
     @property
     def teacher_widths(self) -> list[int]:
@@ -60,4 +60,4 @@ def build(cfg: ExperimentConfig, device: torch.device, ensemble: Ensemble | None
         ensemble = arch.students(cfg, teacher, data.x_eval.shape[1], device, dtype)
     for p in ensemble.trainable:
         p.requires_grad_(True)
-    return Problem(cfg, device, dtype, teacher, data, ensemble)
+    return Problem(cfg, device, dtype, teacher, data, ensemble, arch.positions(cfg))

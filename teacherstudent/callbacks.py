@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from .loop import Callback, StopRun, Trainer
-from .store import RunFolder
+from .folder import RunFolder
 
 
 class StopDiverged(Callback):

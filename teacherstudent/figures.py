@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .store import atomic_write_bytes
+from .folder import atomic_write_bytes
 from .summary import read_table
 
 

@@ -228,7 +228,8 @@ def check_inputs(cfg: InputsConfig) -> None:
     """Raise ``ValueError`` if a field of another kind was changed from its default (it would do nothing)."""
     own = INPUTS[cfg.kind].params
     defaults = type(cfg).model_fields
-    stray = [p for p in KIND_PARAMS if p not in own and getattr(cfg, p) != defaults[p].default]
+    kind_params = sorted({p for k in INPUTS.values() for p in k.params})  # read now: a kind registered later counts
+    stray = [p for p in kind_params if p not in own and getattr(cfg, p) != defaults[p].default]
     if stray:
         users = {p: [k for k, c in INPUTS.items() if p in c.params] for p in stray}
         raise ValueError("; ".join(f"inputs.{p} is only used by kind={'/'.join(users[p])}, not {cfg.kind!r}" for p in stray))

@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import UserError
-from .store import atomic_write_bytes
+from .folder import atomic_write_bytes
 
 
 def all_figures() -> dict[str, ModuleType]:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .figures import figure_bytes, plot_frame, render, series_rows, spread
 from .paper import image_tag, page
-from .store import atomic_write_bytes
+from .folder import atomic_write_bytes
 from .summary import read_table
 
 

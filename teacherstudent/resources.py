@@ -80,14 +80,15 @@ def estimate(cfg, memory_budget: float = DEFAULT_BUDGET) -> Estimate:
     parts["teacher reference inputs"] = t.reference_samples * (d + max(tw)) * 4
     from .architectures import ARCHITECTURES
 
-    arch = ARCHITECTURES[cfg.arch]
-    weights = K * arch.param_count(cfg, d)
-    pos = arch.positions(cfg)  # activations per node and sample (conv: a channel's positions)
+    per_member, pos = ARCHITECTURES[cfg.arch].sizes(cfg, d)  # pos: activations per node and sample (conv: a channel's positions)
+    weights = K * per_member
     if cfg.arch == "conv":  # the teacher's maps: its channels at every position, in float64 while tuning
         parts["evaluation set"] += i.eval_samples * sum(m * (p - 1) for m, p in zip(tw, pos)) * item
         parts["teacher reference inputs"] = t.reference_samples * (d + max(m * p for m, p in zip(tw, pos))) * 8
     sw = [n * p for n, p in zip(sw, pos)]
-    state = {"adam": 2, "sgd": 1 if tr.momentum > 0 else 0}.get(tr.optimizer, 2)
+    from .train import OPTIMIZERS
+
+    state = OPTIMIZERS[tr.optimizer].state_slots(tr)  # parameter-sized tensors the optimiser keeps
     # weights, gradients, optimiser state, and the copies checkpoints make (init, latest, final)
     parts["students"] = weights * item * (2 + state) + weights * 4 * 2
     per_member_step = 3 * tr.batch_size * (sum(sw) + C) * item

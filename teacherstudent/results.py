@@ -34,13 +34,14 @@ import torch
 from .loop import Callback, Trainer
 from .measure import Snapshot
 from .metrics import METRICS, Measurement
-from .store import TABLE_COLUMNS, write_npz, write_parquet
+from .folder import write_npz, write_parquet
+from .tables import TABLE_COLUMNS
 from .tables import TableRecorder
 from .theory import TheoryRecorder
 
 if TYPE_CHECKING:
     from .config import ExperimentConfig
-    from .store import RunFolder
+    from .folder import RunFolder
 
 # Extensions that add their own tables (tables.py), each turned on by its config fields.
 TABLE_RECORDERS: dict[str, type[TableRecorder]] = {

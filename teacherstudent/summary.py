@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UserError
-from .store import read_config, read_table_file, run_status
+from .folder import run_status
+from .reader import read_config, read_table_file
 
 LAYER_METRICS = ["best_corr_mean", "best_corr_min", "recovered_frac", "covered_frac", "match_count_mean"]
 

@@ -1,6 +1,7 @@
-"""Extra tables: a callback-like extension that adds its own tidy tables to a run.
+"""The table registry: every table a run folder can hold, with the columns its readers rely on;
+and ``TableRecorder``, the extension that adds its own tidy tables to a run.
 
-A ``TableRecorder`` names its ``tables`` (each listed in ``store.TABLE_COLUMNS``), says whether
+A ``TableRecorder`` names its ``tables`` (each listed in ``TABLE_COLUMNS``), says whether
 a config ``wanted`` it and at which ``steps`` it records, and returns one DataFrame per table from ``rows(tr)``. The run's ``Recorder``
 (results.py) calls every recorder of ``results.TABLE_RECORDERS`` that the config wants: at each
 of its steps the rows go to ``parts/<table>-<step>.parquet`` (dropped past the resume point
@@ -17,7 +18,22 @@ import pandas as pd
 if TYPE_CHECKING:
     from .config import ExperimentConfig
     from .loop import Trainer
-    from .store import RunFolder
+    from .folder import RunFolder
+
+TABLES = ("metrics", "teacher_nodes", "student_nodes")
+# The columns every reader relies on (results.py writes more: step_corr_<t>, probe columns).
+TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "metrics": ("run", "member", "step", "epoch", "split", "layer", "metric", "value"),
+    "teacher_nodes": ("run", "member", "layer", "teacher_node", "winner", "init_rank_pct", "init_corr", "final_corr",
+                      "match_count", "teacher_fanout_norm"),
+    "student_nodes": ("run", "member", "layer", "student_node", "step", "best_corr", "best_teacher", "fanout_norm"),
+    "theory": ("run", "member", "step", "layer", "pair", "statistic", "value"),
+    "theory_nodes": ("run", "member", "step", "layer", "student_node", "beta_self", "beta_strength", "beta_aligned",
+                     "best_corr", "best_teacher", "fanout_norm"),
+    # probes that train nothing hold their own table instead of the three above (config ``_Probe.TABLES``)
+    "flatness": ("run", "parent", "member", "step", "statistic", "index", "value"),
+}
+TEXT_COLUMNS = ("run", "split", "metric", "pair", "statistic", "parent")
 
 
 class TableRecorder:

@@ -7,13 +7,15 @@ member's mean loss, so each member receives its own gradient.
 
 Adding an optimiser, schedule or loss: write its function here (or in its own module) and
 add one line to ``OPTIMIZERS``, ``SCHEDULES`` or ``LOSSES``; config validation reads the
-names from these dicts. ``OPTIMIZER_FIELDS``/``SCHEDULE_FIELDS`` say which
-``TrainingConfig`` fields each one reads, so a field set for another one is an error.
+names from these dicts. An ``OPTIMIZERS`` entry (``Optimizer``) holds the maker, the
+``TrainingConfig`` fields it reads and its state slots; ``SCHEDULE_FIELDS`` says which fields
+each schedule reads, so a field set for another one is an error.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Callable
 
@@ -47,18 +49,31 @@ def _adagrad(params: list[torch.Tensor], cfg: TrainingConfig) -> torch.optim.Opt
     return torch.optim.Adagrad(params, lr=cfg.lr, lr_decay=cfg.lr_decay, weight_decay=cfg.weight_decay, foreach=True)
 
 
-OPTIMIZERS: dict[str, Callable[[list[torch.Tensor], TrainingConfig], torch.optim.Optimizer]] = {
-    "sgd": _sgd,
-    "adam": _adam,
-    "adamw": _adamw,
-    "rmsprop": _rmsprop,
-    "adagrad": _adagrad,
+@dataclass(frozen=True)
+class Optimizer:
+    """One optimiser: its maker, the ``TrainingConfig`` fields it reads besides ``lr`` and
+    ``weight_decay`` (a field set under an optimiser that does not list it is an error; two
+    optimisers may share one) and its state slots: how many parameter-sized tensors it keeps
+    per parameter under a config (the memory estimate, resources.py, reads it)."""
+
+    make: Callable[[list[torch.Tensor], TrainingConfig], torch.optim.Optimizer]
+    fields: tuple[str, ...] = ()
+    state_slots: Callable[[TrainingConfig], int] = lambda t: 0
+
+
+OPTIMIZERS: dict[str, Optimizer] = {
+    "sgd": Optimizer(_sgd, ("momentum", "nesterov"), lambda t: 1 if t.momentum > 0 else 0),  # momentum_buffer
+    "adam": Optimizer(_adam, ("betas",), lambda t: 2),  # exp_avg, exp_avg_sq
+    "adamw": Optimizer(_adamw, ("betas",), lambda t: 2),
+    "rmsprop": Optimizer(_rmsprop, ("alpha", "momentum", "centered"),  # square_avg, momentum_buffer, grad_avg
+                         lambda t: 1 + (t.momentum > 0) + t.centered),
+    "adagrad": Optimizer(_adagrad, ("lr_decay",), lambda t: 1),  # sum
 }
-# The TrainingConfig fields each optimiser reads besides lr and weight_decay; a field set
-# under an optimiser that does not list it is an error.
-OPTIMIZER_FIELDS: dict[str, tuple[str, ...]] = {"sgd": ("momentum", "nesterov"), "adam": ("betas",),
-                                                "adamw": ("betas",), "rmsprop": ("alpha", "momentum", "centered"),
-                                                "adagrad": ("lr_decay",)}
+
+
+def optimizer_fields() -> dict[str, tuple[str, ...]]:
+    """``{optimiser: its own TrainingConfig fields}``, read from ``OPTIMIZERS`` (config validation)."""
+    return {name: opt.fields for name, opt in OPTIMIZERS.items()}
 
 
 @torch.no_grad()
@@ -74,7 +89,7 @@ def clip_per_member_(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor
 
 
 def make_optimizer(params: list[torch.Tensor], cfg: TrainingConfig) -> torch.optim.Optimizer:
-    return OPTIMIZERS[cfg.optimizer](params, cfg)
+    return OPTIMIZERS[cfg.optimizer].make(params, cfg)
 
 
 def _cyclic(cfg: TrainingConfig, step: int, spe: int, total: int) -> float:

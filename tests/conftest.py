@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from teacherstudent.config import ExperimentConfig, build_config, parse_value
 
@@ -156,3 +157,19 @@ def file_bytes(root: Path) -> dict[str, bytes]:
 
 __all__ = ["TINY", "assert_user_error", "cli_sets", "file_bytes", "invoke", "pre_activations", "tiny", "tiny_overrides",
            "tiny_via_load_config", "toml_literal"]
+
+
+def reference_optimizer(params, t) -> torch.optim.Optimizer:
+    """``torch.optim``'s own optimiser for one ``nn.Module`` student under ``TrainingConfig`` ``t``:
+    the reference the stacked ensemble's optimiser (train.OPTIMIZERS) must match member by member."""
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay)
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    if t.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=t.lr, alpha=t.alpha, momentum=t.momentum, centered=t.centered,
+                                   weight_decay=t.weight_decay)
+    assert t.optimizer == "adagrad", f"no reference for optimizer {t.optimizer!r}: add it here"
+    return torch.optim.Adagrad(params, lr=t.lr, lr_decay=t.lr_decay, weight_decay=t.weight_decay)

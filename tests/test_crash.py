@@ -91,7 +91,7 @@ def launch(kind: str, root: Path, expdir: Path, crash_at: int | None = None, kil
 
 def count_writes(kind: str, root: Path, expdir: Path) -> int:
     """Atomic writes of an uninterrupted run of the scenario, counted in this process."""
-    import teacherstudent.store as store
+    import teacherstudent.folder as store
     from teacherstudent.experiments import run_named
     from teacherstudent.probes import run_lottery
     from teacherstudent.simulate import run_experiment
@@ -229,7 +229,7 @@ def test_disk_full_mid_run_is_one_line_exit_1_and_the_same_command_resumes(tmp_p
 
     from typer.testing import CliRunner
 
-    import teacherstudent.store as store
+    import teacherstudent.folder as store
     from teacherstudent.simulate import run_experiment
     from teacherstudent_cli.main import app
 

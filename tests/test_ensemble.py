@@ -18,7 +18,7 @@ from teacherstudent.ensemble import Ensemble, as_modules, init_member
 from teacherstudent.simulate import Simulation
 from teacherstudent.train import member_loss
 
-from conftest import tiny
+from conftest import reference_optimizer, tiny
 
 CPU = torch.device("cpu")
 
@@ -38,12 +38,6 @@ def hand_lr(t, step: int, steps_per_epoch: int, total: int) -> float:
     if t.schedule == "step":
         return t.lr * t.gamma ** (epoch // t.step_epochs)
     return t.lr * (1 + math.cos(math.pi * step / total)) / 2
-
-
-def reference_optimizer(params, t) -> torch.optim.Optimizer:
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay)
-    return torch.optim.Adam(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
 
 
 def batchnorm_modules(ens: Ensemble) -> list[torch.nn.Sequential]:

@@ -30,10 +30,10 @@ def cov(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_registry_names_and_unknown_kind_lists_them():
-    assert set(INPUTS) == {"gaussian", "uniform", "clusters", "manifold", "digits", "gaussian_images"}
-    with pytest.raises(UserError, match="unknown input kind 'moons'; known: clusters, digits, gaussian, gaussian_images, "
-                       "manifold, uniform"):
+    assert {"gaussian", "uniform", "clusters", "manifold", "digits", "gaussian_images"} <= set(INPUTS)  # the built-in kinds
+    with pytest.raises(UserError) as err:
         load_config(overrides=['inputs.kind="moons"'])
+    assert f"unknown input kind 'moons'; known: {', '.join(sorted(INPUTS))}" in str(err.value)
 
 
 @pytest.mark.parametrize("kind", sorted(INPUTS))

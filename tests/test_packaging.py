@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 SOURCES = ["pyproject.toml", "README.md", "LICENSE", "teacherstudent", "cli", "benchmarks", "analysis"]
 OWN = {"teacherstudent", "teacherstudent_cli", "teacherstudent_benchmarks", "teacherstudent_analysis", "conftest"}
+OWN |= {p.stem for p in (ROOT / "tests").glob("test_*.py")}  # a test module may reuse another's checks (test_extensions.py)
 IMPORT_NAMES = {"sklearn": "scikit-learn", "typer": "typer", "PIL": "pillow"}  # import name -> distribution
 
 

@@ -18,7 +18,7 @@ from teacherstudent.seeds import Stream, generator, seeded
 from teacherstudent.simulate import Simulation, run_experiment
 from teacherstudent.train import lr_at
 
-from conftest import tiny
+from conftest import reference_optimizer, tiny
 
 CPU = torch.device("cpu")
 # 3 members, 500 samples in batches of 64: 8 steps per epoch (the last batch has 52 samples), 3 epochs
@@ -105,20 +105,6 @@ def with_dropout(net: torch.nn.Sequential, p: float) -> torch.nn.Sequential:
         if isinstance(m, torch.nn.ReLU):
             layers.append(MaskDropout(p))
     return torch.nn.Sequential(*layers)
-
-
-def reference_optimizer(params, t) -> torch.optim.Optimizer:
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-    if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-    if t.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=t.lr, alpha=t.alpha, momentum=t.momentum, centered=t.centered,
-                                   weight_decay=t.weight_decay)
-    assert t.optimizer == "adagrad"
-    return torch.optim.Adagrad(params, lr=t.lr, lr_decay=t.lr_decay, weight_decay=t.weight_decay)
 
 
 def train_reference(sim, nets, steps: int) -> None:

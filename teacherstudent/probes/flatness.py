@@ -45,7 +45,8 @@ from ..errors import UserError
 from ..lock import locked
 from ..seeds import Stream, generator
 from ..simulate import meta
-from ..store import RunFolder, load_torch, read_table_file, write_json, write_parquet
+from ..folder import RunFolder, load_torch, write_json, write_parquet
+from ..reader import read_table_file
 from ..train import loss_kind, member_loss
 from .hessian import flatten, hutchinson, hvp_operator, quadrature, rademacher
 from .rewind import checkpoint_state

@@ -23,7 +23,7 @@ from ..ensemble import Ensemble
 from ..errors import UserError
 from ..inputs import input_dim
 from ..simulate import pick_device, run_experiment
-from ..store import load_torch
+from ..folder import load_torch
 from . import report
 from .prune import MaskedEnsemble, fan_in_of_masks, fan_in_of_nodes, node_masks, rescale, widths_of
 from .rewind import checkpoint_state, fresh_params, rewind_step

@@ -24,7 +24,8 @@ import pandas as pd
 import torch
 
 from ..errors import UserError
-from ..store import REPAIR_HINT, read_json
+from ..folder import read_json
+from ..reader import REPAIR_HINT
 from ..summary import read_table
 
 

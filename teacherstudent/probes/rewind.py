@@ -19,7 +19,7 @@ import torch
 from ..config import ExperimentConfig
 from ..seeds import Stream, generator
 from ..errors import UserError
-from ..store import load_torch
+from ..folder import load_torch
 
 REWINDS = ("init", "step:K", "reinit", "rescaled")
 

@@ -30,6 +30,7 @@ import torch
 
 from ..seeds import Stream, generator
 from ..errors import UserError
+from ..pruning import fanout_scores  # noqa: F401 (moved to teacherstudent/pruning.py)
 
 NODE_RULES = ("fanout", "alignment", "random")
 WEIGHT_RULES = ("magnitude",)
@@ -44,11 +45,6 @@ def count(keep: float, n: int) -> int:
 
 
 # ---- scores -----------------------------------------------------------------
-
-def fanout_scores(params: list[torch.Tensor]) -> list[torch.Tensor]:
-    """``||W_{l+1}[:, j]||`` of every hidden node, ``[K, n_l]`` per layer, from ``[W_0, b_0, ...]``."""
-    return [w.double().norm(dim=1) for w in params[2::2]]
-
 
 def alignment_scores(folder: Path, rule: str = "top") -> list[torch.Tensor]:
     """Best correlation with any teacher node at the last measured step, ``[K, n_l]`` per layer.

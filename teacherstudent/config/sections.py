@@ -1,31 +1,16 @@
-"""Experiment configuration: one frozen, validated model per concern.
-
-Sections (the names users type in TOML files and ``--set`` overrides):
-``teacher``, ``inputs``, ``student``, ``training``, ``measure`` (and ``probe``, set only
-in probe child runs). The canonical form of a config is the sorted-key JSON of its
-non-default fields; its hash is the run id, so adding a field with a no-op default keeps
-old run ids.
+"""The config sections: one frozen, strict pydantic model per concern (``teacher``, ``inputs``,
+``student``, ``training``, ``conv``, ``measure``). Checks within one section live here;
+checks that need a registry (names, an optimiser's or input kind's own fields) call
+``registries`` (the registries' own validators); checks across sections are in ``experiment.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import tomllib
-from pathlib import Path
-import math
-import re
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .architectures import ARCHITECTURES
-from .errors import UserError
-from .inputs import INPUTS, check_dim, check_inputs
-from .lucky import check_lucky
-from .metrics import METRICS
-from .registry import check_name
-from .train import LOSSES, OPTIMIZER_FIELDS, OPTIMIZERS, SCHEDULE_FIELDS, SCHEDULES, warmup_steps
+from . import registries
 
 MAX_STEPS = 2**31 - 1  # first-pass steps are kept as int32 (results.py)
 MAX_MEMBERS = 1 << 20  # --seeds ranges: a typo like 1-100000000 is refused before building the list
@@ -167,11 +152,11 @@ class InputsConfig(_Section):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, v: str) -> str:
-        return check_name(INPUTS, "input kind", v)
+        return registries.input_kind(v)
 
     @model_validator(mode="after")
     def _kind_fields(self) -> InputsConfig:
-        check_inputs(self)
+        registries.input_fields(self)
         if self.labels != "wide_teacher" and self.wide_factor != 10:
             raise ValueError("inputs.wide_factor is only used with inputs.labels='wide_teacher'")
         return self
@@ -270,7 +255,7 @@ class TrainingConfig(_Section):
     renorm_layers: tuple[int, ...] | None = Field(None, description="renorm='fan_in': weight layers renormalised "
                                                   "(0 = the first, L = the output layer); default all")
     renorm_bias: bool = Field(True, description="renorm='fan_in': the bias counts in the norm and is rescaled with the row")
-    # optimiser-specific (train.OPTIMIZER_FIELDS): rejected under an optimiser that does not read them
+    # optimiser-specific (the fields of train.OPTIMIZERS' entries): rejected under an optimiser that does not read them
     alpha: float = Field(0.99, ge=0, lt=1, description="rmsprop: smoothing constant of the squared-gradient average")
     centered: bool = Field(False, description="rmsprop: divide by the gradient's estimated variance instead")
     lr_decay: float = Field(0.0, ge=0, description="adagrad: step t uses lr / (1 + (t - 1) * lr_decay)")
@@ -294,25 +279,26 @@ class TrainingConfig(_Section):
                                             "fallen below its best minus early_stop_min_delta for this many measurements")
     early_stop_min_delta: float = Field(0.0, ge=0, description="early_stop_patience: the least fall that counts")
 
-    _names = field_validator("optimizer")(classmethod(lambda cls, v: check_name(OPTIMIZERS, "optimizer", v)))
-    _schedules = field_validator("schedule")(classmethod(lambda cls, v: check_name(SCHEDULES, "schedule", v)))
-    _losses = field_validator("loss")(classmethod(lambda cls, v: check_name(LOSSES, "loss", v)))
+    _names = field_validator("optimizer")(classmethod(lambda cls, v: registries.optimizer(v)))
+    _schedules = field_validator("schedule")(classmethod(lambda cls, v: registries.schedule(v)))
+    _losses = field_validator("loss")(classmethod(lambda cls, v: registries.loss(v)))
     _ckpt = field_validator("checkpoint_steps")(classmethod(lambda cls, v: _distinct_steps("training.checkpoint_steps", v)))
 
     def _reject_others(self, kind: str, table: dict[str, tuple[str, ...]]) -> None:
-        """Fields that only other entries of ``table`` (OPTIMIZER_FIELDS, SCHEDULE_FIELDS) read, if set."""
+        """Fields that only other entries of ``table`` (the optimisers' fields, SCHEDULE_FIELDS) read, if set."""
         own = set(table.get(getattr(self, kind), ()))
         users: dict[tuple[str, ...], list[str]] = {}
         for field in dict.fromkeys(f for fields in table.values() for f in fields):
-            if field not in own and self.changed(field):
+            # a field this model lacks cannot have been set (an extension's field on a subclass of it)
+            if field not in own and field in type(self).model_fields and self.changed(field):
                 users.setdefault(tuple(n for n, fs in table.items() if field in fs), []).append(field)
         for names, fields in users.items():
             self._unused("training", fields, f"training.{kind}=" + " or ".join(repr(n) for n in names))
 
     @model_validator(mode="after")
     def _check(self) -> TrainingConfig:
-        self._reject_others("optimizer", OPTIMIZER_FIELDS)
-        self._reject_others("schedule", {k: v for k, v in SCHEDULE_FIELDS.items() if k != "piecewise"})
+        self._reject_others("optimizer", registries.optimizer_fields())
+        self._reject_others("schedule", {k: v for k, v in registries.schedule_fields().items() if k != "piecewise"})
         if self.warmup_steps and self.warmup_epochs:
             raise ValueError("training.warmup_steps and training.warmup_epochs both give the warm-up length; set one")
         if self.loss != "ce":
@@ -389,7 +375,7 @@ class MeasureConfig(_Section):
     @classmethod
     def _known_metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for name in v:
-            check_name(METRICS, "metric", name)
+            registries.metric(name)
         if len(set(v)) != len(v):
             raise ValueError(f"measure.metrics lists a metric twice: {list(v)}")
         return v
@@ -411,365 +397,3 @@ class MeasureConfig(_Section):
         return self
 
 
-RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]+-[0-9a-f]+$", description="run id of the parent run")]
-
-
-class _Probe(_Section):
-    """How a probe child run derives from its finished parent run (docs/science.md §5)."""
-
-    # fields that always appear in the run id, at their default too (0.2 probe run ids listed them)
-    _IDENTITY: ClassVar[tuple[str, ...]] = ()
-    # the tables its folder holds: None = a run's (the probe trains); else its own (store.folder_tables)
-    TABLES: ClassVar[tuple[str, ...] | None] = None
-
-    def canonical(self) -> dict[str, Any]:
-        data = self.model_dump(mode="json", exclude_none=True)
-        changed = set(self.changed(*data))
-        return {k: v for k, v in data.items() if k in ("kind", "parent", *self._IDENTITY) or k in changed}
-
-
-class LotteryProbe(_Probe):
-    """Keep a fraction of the parent's student nodes (``by`` fanout, alignment or random) or
-    weights (``by`` magnitude), per layer or globally (``scope``), and retrain from
-    ``rewind``: ``init``, ``step:K``, ``reinit`` or ``rescaled``. With ``rounds`` > 1,
-    iterative pruning: round ``r`` keeps ``keep ** (r / rounds)``; ``round`` is set in the
-    child run of each round (left unset in a request, which means every round).
-    ``seed`` drives random selection and fresh weights."""
-
-    _IDENTITY: ClassVar[tuple[str, ...]] = ("by", "keep", "scope", "rewind", "rounds", "round")
-    kind: Literal["lottery"] = "lottery"
-    parent: RunId
-    by: Literal["fanout", "alignment", "random", "magnitude"]
-    keep: float = Field(gt=0, le=1, description="fraction of the nodes (weights) kept after the last round, in (0, 1]")
-    scope: Literal["layer", "global"] = "layer"
-    rewind: str = Field("init", description="init, rescaled, reinit or step:K (a checkpoint the parent kept)")
-    rounds: int = Field(1, ge=1)
-    round: int | None = Field(None, ge=1, description="this child's round (unset in a request: all rounds)")
-    seed: Seed = 0
-    rule: Literal["top", "winners_first"] = Field(
-        "top", description="by='alignment': top keeps the highest best correlations; winners_first keeps every "
-        "teacher node's winner first, then the rest by best correlation")
-
-    @field_validator("rewind")
-    @classmethod
-    def _rewind(cls, v: str) -> str:
-        if v not in ("init", "rescaled", "reinit") and re.fullmatch(r"step:[0-9]+", v) is None:
-            raise ValueError(f"probe.rewind must be init, rescaled, reinit or step:K (K a step whose weights the parent "
-                             f"kept), got {v!r}")
-        return v
-
-    @model_validator(mode="after")
-    def _check(self) -> LotteryProbe:
-        if self.round is not None and self.round > self.rounds:
-            raise ValueError(f"probe.round {self.round} lies beyond probe.rounds={self.rounds}")
-        if self.by != "alignment":
-            self._unused("probe", self.changed("rule"), "probe.by='alignment'")
-        if self.seed != 0 and self.by != "random" and self.rewind != "reinit":
-            raise ValueError("probe.seed does nothing unless probe.by='random' or probe.rewind='reinit'; drop it")
-        return self
-
-
-class ReinitProbe(_Probe):
-    """Re-randomise the fan-in of chosen nodes (``nodes`` winners or random) of the parent's
-    initialisation in ``layers`` (unset: every hidden layer) and train again; ``seed``
-    drives the random choice and the fresh weights."""
-
-    _IDENTITY: ClassVar[tuple[str, ...]] = ("nodes",)
-    kind: Literal["reinit"] = "reinit"
-    parent: RunId
-    nodes: Literal["winners", "random"] = "winners"
-    layers: tuple[int, ...] | None = Field(None, min_length=1, description="hidden layers whose nodes are redrawn")
-    seed: Seed = 0
-
-    @field_validator("layers")
-    @classmethod
-    def _distinct_layers(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
-        if v is not None and (len(set(v)) != len(v) or min(v) < 0):
-            raise ValueError(f"probe.layers must list distinct hidden layers (0 = the lowest), got {list(v)}")
-        return tuple(sorted(v)) if v is not None else None
-
-
-class FlatnessProbe(_Probe):
-    """The Hessian of the parent's training loss at ``at`` (``final`` or ``step:K``, 0 = init):
-    the ``top`` eigenvalues (Lanczos, ``lanczos`` steps), the trace (Hutchinson, ``probes``
-    Rademacher probes) and the share of the top and of the near-zero eigen-directions (a
-    polynomial window around zero whose width shrinks with ``lanczos``) in the weights of
-    unaligned vs aligned student nodes (stochastic Lanczos quadrature, ``density_probes``
-    probes), on the first ``samples`` training samples, in float64. It trains nothing: its
-    folder holds ``flatness.parquet``."""
-
-    _IDENTITY: ClassVar[tuple[str, ...]] = ("at",)
-    TABLES: ClassVar[tuple[str, ...]] = ("flatness",)  # what its folder holds instead of a run's tables
-    kind: Literal["flatness"] = "flatness"
-    parent: RunId
-    at: str = Field("final", description="final, or step:K (a checkpoint the parent kept; step:0 = init)")
-    samples: int = Field(4096, gt=0, description="the first this many training samples (all when there are fewer)")
-    top: int = Field(5, ge=1, description="top eigenvalues reported")
-    lanczos: int = Field(40, ge=3, description="Lanczos steps (Hessian-vector products) per eigen-solve or quadrature; "
-                         "the near-zero window's half-width is about sqrt(ln 2 / (lanczos - 2)) of the spectral radius")
-    probes: int = Field(64, ge=1, description="Rademacher probes of the Hutchinson trace")
-    density_probes: int = Field(4, ge=1, description="Rademacher probes of the near-zero quadrature, per node group")
-    seed: Seed = 0
-
-    @field_validator("at")
-    @classmethod
-    def _at(cls, v: str) -> str:
-        if v != "final" and re.fullmatch(r"step:[0-9]+", v) is None:
-            raise ValueError(f"probe.at must be final or step:K (K a step whose weights the parent kept, 0 = init), got {v!r}")
-        return v
-
-    @model_validator(mode="after")
-    def _check(self) -> FlatnessProbe:
-        if self.top > self.lanczos:
-            raise ValueError(f"probe.top ({self.top}) must not exceed probe.lanczos ({self.lanczos}): Lanczos gives "
-                             "at most one eigenvalue per step")
-        return self
-
-
-# One model per probe kind (add a kind: its model here, its runner in probes.PROBES).
-ProbeConfig = Annotated[Union[LotteryProbe, ReinitProbe, FlatnessProbe], Field(discriminator="kind")]
-PROBE_KINDS = tuple(m.model_fields["kind"].default for m in get_args(get_args(ProbeConfig)[0]))  # the union's tags
-
-
-class ExperimentConfig(_Section):
-    """One experiment: a teacher, its data, an ensemble of students and how they train."""
-
-    name: str = Field("default", pattern=r"^[A-Za-z0-9_.]+$", description="run folder prefix (letters, digits, _ and .)")
-    teacher: TeacherConfig = TeacherConfig()
-    inputs: InputsConfig = InputsConfig()
-    student: StudentConfig = StudentConfig()
-    training: TrainingConfig = TrainingConfig()
-    measure: MeasureConfig = MeasureConfig()
-    arch: str = Field("mlp", description="a name in architectures.ARCHITECTURES: mlp (fully connected), conv "
-                      "(convolutional teacher and students; teacher.widths are channels, [conv] the geometry)")
-    conv: ConvConfig = ConvConfig()
-    probe: ProbeConfig | None = Field(None, description="set only in probe child runs (teacherstudent probe ...)")
-
-    _arch = field_validator("arch")(classmethod(lambda cls, v: check_name(ARCHITECTURES, "architecture", v)))
-
-    @model_validator(mode="after")
-    def _cross_sections(self) -> ExperimentConfig:  # checks that need two sections
-        if self.arch != "conv" and self.conv != ConvConfig():
-            changed = self.conv.changed(*ConvConfig.model_fields)
-            self._unused("conv", changed, "arch='conv'")
-        ARCHITECTURES[self.arch].check(self)
-        check_dim(self.inputs, self.teacher.d, self.teacher.d == TeacherConfig.model_fields["d"].default)
-        check_lucky(self.student, self.teacher.widths)
-        if self.training.backend == "fast" and self.student.batchnorm:
-            raise ValueError("training.backend='fast' covers plain ReLU students only; use 'auto' or 'autograd' "
-                             "with student.batchnorm")
-        L = len(self.teacher.widths)
-        if self.teacher.seeds is not None:
-            if len(self.teacher.seeds) != len(self.student.seeds):
-                raise ValueError(f"teacher.seeds has {len(self.teacher.seeds)} seeds but student.seeds has "
-                                 f"{len(self.student.seeds)}: give one teacher per ensemble member")
-            if self.inputs.labels != "teacher":
-                raise ValueError("teacher.seeds (one teacher per member) works with inputs.labels='teacher' only")
-        if isinstance(self.student.init_std, tuple) and len(self.student.init_std) != L + 1:
-            raise ValueError(f"student.init_std has {len(self.student.init_std)} values but the students have {L + 1} "
-                             "weight layers (hidden layers and the output)")
-        bad = [l for l in self.training.renorm_layers or () if not 0 <= l <= L]
-        if bad:
-            raise ValueError(f"training.renorm_layers {bad} are not weight layers 0..{L} (L = the output layer)")
-        if (self.measure.theory_samples or 0) > self.inputs.eval_samples:
-            raise ValueError(f"measure.theory_samples ({self.measure.theory_samples}) exceeds inputs.eval_samples "
-                             f"({self.inputs.eval_samples}); lower it or leave it unset (all evaluation samples)")
-        total = self.total_steps
-        if total > MAX_STEPS:
-            raise ValueError(f"training.epochs gives {total} steps, more than {MAX_STEPS}; train fewer epochs")
-        t = self.training
-        warm = warmup_steps(t, self.steps_per_epoch)
-        if warm > total:
-            raise ValueError(f"the warm-up ({warm} steps) lasts longer than the run ({total} steps); shorten "
-                             "training.warmup_steps / warmup_epochs or train longer")
-        if t.schedule == "onecycle" and not 1 < t.pct_start * total < total:
-            raise ValueError(f"training.schedule='onecycle' needs more than 1 rising step: pct_start * steps = "
-                             f"{t.pct_start * total:g}; raise training.pct_start or train longer")
-        for name, steps in (("measure.corr_steps", self.measure.corr_steps),
-                            ("training.checkpoint_steps", self.training.checkpoint_steps)):
-            late = [s for s in steps if not 0 <= s <= total]
-            if late:
-                raise ValueError(f"{name} {late} lie outside 0..{total} (the last step); drop them or train longer")
-        return self
-
-    # ---- derived sizes ----------------------------------------------------
-    @property
-    def steps_per_epoch(self) -> int:
-        if self.training.steps_per_epoch is not None:
-            return self.training.steps_per_epoch
-        return math.ceil(self.inputs.train_samples / self.training.batch_size)
-
-    @property
-    def total_steps(self) -> int:
-        t = self.training
-        return t.steps if t.steps is not None else t.epochs * self.steps_per_epoch
-
-    @model_serializer(mode="wrap")
-    def _drop_no_probe(self, handler):  # keep config.json of ordinary runs as it was
-        data = handler(self)
-        if isinstance(data, dict) and data.get("probe", 0) is None:
-            del data["probe"]
-        return data
-
-    # ---- identity -------------------------------------------------------
-    def canonical(self) -> dict[str, Any]:
-        """Non-default fields only, as plain JSON values (name excluded)."""
-        data = self.model_dump(mode="json", exclude_defaults=True)
-        data.pop("name", None)
-        if self.probe is not None:
-            data["probe"] = self.probe.canonical()
-        return {k: v for k, v in data.items() if v}
-
-    def digest(self) -> str:
-        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-    @property
-    def run_id(self) -> str:
-        return f"{self.name}-{self.digest()}"
-
-    def replace(self, **sections: Any) -> ExperimentConfig:
-        """Return a copy with some sections or fields replaced, validated again."""
-        data = self.model_dump()
-        for k, v in sections.items():
-            if isinstance(v, dict) and isinstance(data.get(k), dict):
-                data[k].update(v)
-            else:
-                data[k] = v.model_dump() if isinstance(v, BaseModel) else v
-        return build_config(data)
-
-
-# ---- construction from files and overrides ------------------------------
-
-def format_validation_error(err: ValidationError) -> str:
-    """One readable line listing every problem and the offending values."""
-    parts = []
-    for e in err.errors():
-        path = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
-        if path[:1] == ["probe"] and len(path) > 1 and path[1] in PROBE_KINDS:
-            path.pop(1)  # the union's tag: the kind is already in the config
-        loc = ".".join(path)
-        msg = e["msg"].removeprefix("Value error, ")
-        if path and msg.startswith(path[0] + "."):
-            loc = ""  # the message names its fields itself
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; `teacherstudent run --help` lists the sections)"
-        elif "input" in e and not isinstance(e["input"], dict):
-            msg += f" (got {e['input']!r})"
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "invalid config: " + "; ".join(parts)
-
-
-def probe_config(model: type[_Probe], spec: _Probe | dict[str, Any] | None, **fields: Any) -> _Probe:
-    """A validated probe config of ``model``'s kind from a config, a dict and/or fields
-    (later ones win); bad values give the one-line ``invalid probe`` error."""
-    data = spec.model_dump() if isinstance(spec, BaseModel) else dict(spec or {})
-    data.update(fields)
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        msg = format_validation_error(err).removeprefix("invalid config: ")
-        raise UserError("invalid probe: " + ("; ".join(p if p.startswith("probe.") else f"probe.{p}"
-                                                       for p in msg.split("; ")))) from None
-
-
-def build_config(data: dict[str, Any]) -> ExperimentConfig:
-    try:
-        return ExperimentConfig.model_validate(data)
-    except ValidationError as err:
-        raise UserError(format_validation_error(err)) from None
-
-
-def parse_value(text: str) -> Any:
-    """A ``--set`` value: a TOML literal (5, 0.1, true, [10, 20], {0 = 0.2}) or else a bare string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides to a nested dict (in place) and return it."""
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"bad --set {item!r}: write it as section.key=value, e.g. --set student.multiplier=5")
-        node = data
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            if not isinstance(node.setdefault(p, {}), dict):
-                raise UserError(f"bad --set {item!r}: {p} is not a section")
-            node = node[p]
-        node[parts[-1]] = parse_value(value.strip())
-    return data
-
-
-def load_toml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"config file {path} does not exist: pass the path of a TOML file") from None
-    except tomllib.TOMLDecodeError as err:
-        raise UserError(f"config file {path} is not valid TOML: {err}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read config file {path}: {err}") from None
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "milestones" else v
-    return out
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                preset: str | None = None) -> ExperimentConfig:
-    """Config from an optional preset (preset.py), an optional TOML file on top of it, then
-    ``section.key=value`` overrides."""
-    from .preset import preset_path
-
-    data = load_toml(preset_path(preset)) if preset is not None else {}
-    if path is not None:
-        own = load_toml(path)
-        study = [k for k in ("sweep", "quick") if k in own]  # tables only a named experiment's file has
-        if study:
-            raise UserError(f"config file {path} has a [{study[0]}] table: it is a named experiment's base config; run "
-                            f"`teacherstudent experiment run {Path(path).stem}` (or remove the table to use it with run)")
-        data = _merge(data, with_preset(own, f"config file {path}"))  # it may start from a preset
-    return build_config(apply_overrides(data, list(overrides or [])))
-
-
-def with_preset(data: dict[str, Any], where: str) -> dict[str, Any]:
-    """A config file's ``data`` merged over the paper setting it starts from (``preset = "NAME"``), if any
-    (``where``: how an error names the file)."""
-    from .preset import preset_path
-
-    data = dict(data)
-    preset = data.pop("preset", None)
-    if preset is None:
-        return data
-    if not isinstance(preset, str):
-        raise UserError(f"{where}: preset must be a preset's name (teacherstudent preset list)")
-    return _merge(load_toml(preset_path(preset)), data)
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"1-8"`` -> (1..8); ``"1,3,5"``; ``"4"``."""
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, sep, hi = part.strip().partition("-")
-            if sep:
-                a, b = int(lo), int(hi)
-                if b < a:
-                    raise ValueError
-                if b - a >= MAX_MEMBERS:
-                    raise UserError(f"bad --seeds {text!r}: {b - a + 1} students is more than {MAX_MEMBERS}; "
-                                    "train fewer members")
-                seeds.extend(range(a, b + 1))
-            else:
-                seeds.append(int(lo))
-    except ValueError:
-        raise UserError(f"bad --seeds {text!r}: use a range like 1-8, a list like 1,3,5 or one seed") from None
-    return tuple(seeds)
