@@ -13,7 +13,9 @@ Writes under ``--out``: ``official/<cell>/metrics.parquet`` (our schema), our ru
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from teacherstudent.config import parse_seeds
-from teacherstudent.store import load_runs, write_parquet
+from teacherstudent.store import load_runs, write_json, write_parquet
 
 from . import tables
 
@@ -80,48 +82,59 @@ def shim(checkout: Path, script: str, args: list[str], workdir: Path, device: st
         raise HarnessError(f"the official script failed (exit {r.returncode}); see {log}")
 
 
-def official_deep(checkout: Path, seeds, epochs: int, out: Path, device: str, extra: list[str]) -> pd.DataFrame:
-    path = out / "metrics.parquet"
-    if path.exists():
+def cached(out: Path, request: dict) -> pd.DataFrame | None:
+    """``out/metrics.parquet`` if it was written for exactly ``request`` (seeds, epochs, arguments)."""
+    path, req = out / "metrics.parquet", out / "request.json"
+    if path.exists() and req.exists() and json.loads(req.read_text()) == request:
         return pd.read_parquet(path)
+    return None
+
+
+def store(out: Path, request: dict, df: pd.DataFrame) -> pd.DataFrame:
+    write_parquet(out / "metrics.parquet", df)
+    write_json(out / "request.json", request)
+    return df
+
+
+def official_deep(checkout: Path, seeds, epochs: int, out: Path, device: str, extra: list[str]) -> pd.DataFrame:
+    request = {"seeds": list(seeds), "epochs": epochs, "args": extra}
+    if (df := cached(out, request)) is not None:
+        return df
     rows = []
     for k, seed in enumerate(seeds):
-        work = out / f"seed{seed}"
+        work = out / f"seed{seed}-e{epochs}-{_tag(extra)}"
         found = sorted(work.glob("save-nn-trial0-*.pickle"))
         if not found:
             shim(checkout, SETTINGS["deep"].script, [*DEEP_ARGS, *extra, "--seed", str(seed), "--num_trial", "1",
                  "--num_epoch", str(epochs), "--save_dir", f"{work}/"], work, device, out / f"seed{seed}.log")
             found = sorted(work.glob("save-nn-trial0-*.pickle"))
         rows += tables.multilayer_rows(tables.read_multilayer(found[-1]), "official-deep", k, DEEP_STEPS_PER_EPOCH)
-    df = tables.table(rows)
-    write_parquet(path, df)
-    return df
+    return store(out, request, tables.table(rows))
 
 
 def official_two_layer(checkout: Path, seeds, epochs: int, out: Path, device: str, extra: list[str]) -> pd.DataFrame:
-    path = out / "metrics.parquet"
-    if path.exists():
-        return pd.read_parquet(path)
+    request = {"seeds": list(seeds), "epochs": epochs, "args": extra}
+    if (df := cached(out, request)) is not None:
+        return df
     rows = []
     for k, seed in enumerate(seeds):  # one process per seed: seed=[s,s] is the script's own range syntax
-        work = out / f"seed{seed}"
+        work = out / f"seed{seed}-e{epochs}-{_tag(extra)}"
         if not (work / "stats.pickle").exists():
             shim(checkout, SETTINGS["two-layer"].script, [*TWO_LAYER_ARGS, *extra, f"num_epoch={epochs}",
                  f"seed=[{seed},{seed}]"], work, device, out / f"seed{seed}.log")
         stats = tables.read_two_layer(work / "stats.pickle")
         rows += tables.two_layer_rows(stats[seed], "official-two-layer", k, 1000)
-    df = tables.table(rows)
-    write_parquet(path, df)
-    return df
+    return store(out, request, tables.table(rows))
 
 
 def ours(setting: Setting, seeds, epochs: int, out: Path, device: str, sets: list[str]) -> pd.DataFrame:
-    path = out / "metrics.parquet"
-    if path.exists():
-        return pd.read_parquet(path)
+    request = {"seeds": list(seeds), "epochs": epochs, "preset": setting.preset, "sets": sets}
+    if (df := cached(out, request)) is not None:
+        return df
+    runs = out / f"runs-{_tag([json.dumps(request)])}"  # a folder per request: load_runs reads them all
     seed_list = ",".join(map(str, seeds))
     cmd = [sys.executable, "-m", "teacherstudent_cli.main", "run", "--preset", setting.preset, "--seeds", seed_list,
-           "--set", f"training.epochs={epochs}", "--set", f"teacher.seeds=[{seed_list}]", "--out", str(out / "runs"),
+           "--set", f"training.epochs={epochs}", "--set", f"teacher.seeds=[{seed_list}]", "--out", str(runs),
            "--device", device, "--threads", "1", "--no-figure"]
     for s in sets:
         cmd += ["--set", s]
@@ -130,9 +143,13 @@ def ours(setting: Setting, seeds, epochs: int, out: Path, device: str, sets: lis
         r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
     if r.returncode:
         raise HarnessError(f"teacherstudent run failed (exit {r.returncode}); see {out / 'run.log'}")
-    df = load_runs(out / "runs", "metrics", config=False, strict=True)
-    write_parquet(path, df)
-    return df
+    df = load_runs(runs, "metrics", config=False, strict=True)
+    return store(out, request, df)
+
+
+def _tag(args: list[str]) -> str:
+    """A short stable name for a list of arguments (a work folder per distinct request)."""
+    return hashlib.sha1(json.dumps(args).encode()).hexdigest()[:8]
 
 
 def side_by_side(official: pd.DataFrame, mine: pd.DataFrame, at: list[float], widths: dict[int, int] | None = None
