@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.official import compare, hydra_conf, tables
+from teacherstudent_benchmarks.official import compare, hydra_conf, tables
 from teacherstudent.store import TABLE_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,14 +23,15 @@ needs_checkout = pytest.mark.skipif(
 
 def test_loader_applies_overrides_typed_and_is_strict(tmp_path):
     y = tmp_path / "c.yaml"
-    y.write_text("lr: 0.01\nuse_sgd: false\nseed: [1, 32]\nname: a\n")
+    y.write_text("# c\nlr: 0.01\nuse_sgd: false\nseed: [1, 32]\nname: a\ngithash: \"\"\nn: 10000 # size\n")
     cfg = hydra_conf.load(y, ["lr=0.05", "use_sgd=true", "seed=[3,3]", "+choices=[-1.0,0,1.0]"])
     assert cfg.lr == 0.05 and cfg.use_sgd is True and cfg.seed == [3, 3] and cfg.choices == [-1.0, 0, 1.0]
-    assert cfg.name == "a"
+    assert cfg.name == "a" and cfg.githash == "" and cfg.n == 10000
     cfg.bias = 0.0
     assert cfg["bias"] == 0.0 and "lr: 0.05" in cfg.pretty()
     with pytest.raises(hydra_conf.ConfigError, match="no key 'choices'"):
         hydra_conf.load(y, ["choices=[1]"])
+    assert hydra_conf.scalar("1e-3") == 0.001 and hydra_conf.scalar("none") == "none"
     with pytest.raises(hydra_conf.ConfigError, match="not key=value"):
         hydra_conf.load(y, ["lr"])
 
@@ -82,7 +83,7 @@ def test_shim_maps_cuda_and_stubs_hydra_and_torchvision(tmp_path):
         "    torch.cuda.manual_seed(1)\n"
         "    open('out.txt', 'w').write(f'{x.device} {m.weight.device} {b.shape[0]} {cfg.lr}')\n"
         "if __name__ == '__main__':\n    main()\n")
-    r = subprocess.run([sys.executable, "-m", "benchmarks.official.shim", "--workdir", str(tmp_path / "w"),
+    r = subprocess.run([sys.executable, "-m", "teacherstudent_benchmarks.official.shim", "--workdir", str(tmp_path / "w"),
                         str(tmp_path / "fake.py"), "lr=0.5"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "w" / "out.txt").read_text() == "cpu cpu 3 0.5"

@@ -1,7 +1,7 @@
 """The official code and our preset on the same seeds, one command:
 
-    python -m benchmarks.official.compare --checkout PATH --setting deep --seeds 1-6 --epochs 10
-    python -m benchmarks.official.compare --checkout PATH --setting two-layer --seeds 1-8 --epochs 50 \
+    python -m teacherstudent_benchmarks.official.compare --checkout PATH --setting deep --seeds 1-6 --epochs 10
+    python -m teacherstudent_benchmarks.official.compare --checkout PATH --setting two-layer --seeds 1-8 --epochs 50 \
         --grid 'p=0,1,2' --grid 'multi=1,2,5'
 
 ``--checkout`` (or ``TEACHERSTUDENT_OFFICIAL``) is a checkout of facebookresearch/luckmatters.
@@ -74,10 +74,10 @@ AXES = {"p": ("teacher_strength_decay", "teacher.strength_decay"), "multi": ("mu
 
 def shim(checkout: Path, script: str, args: list[str], workdir: Path, device: str, log: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "benchmarks.official.shim", "--device", device, "--workdir", str(workdir),
+    cmd = [sys.executable, "-m", "teacherstudent_benchmarks.official.shim", "--device", device, "--workdir", str(workdir),
            str(checkout / script), *args]
     with open(log, "w") as f:
-        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
     if r.returncode:
         raise HarnessError(f"the official script failed (exit {r.returncode}); see {log}")
 

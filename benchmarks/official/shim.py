@@ -1,6 +1,6 @@
 """Runs one official script unchanged, with CUDA mapped to a chosen device.
 
-    python -m benchmarks.official.shim --device cpu --workdir DIR SCRIPT.py [ARGS...]
+    python -m teacherstudent_benchmarks.official.shim --device cpu --workdir DIR SCRIPT.py [ARGS...]
 
 At import time, before the script runs: ``Tensor.cuda``/``Module.cuda`` move to ``--device``,
 ``torch.cuda.FloatTensor`` builds a tensor there, ``torch.cuda.manual_seed`` is a no-op off
