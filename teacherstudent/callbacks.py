@@ -9,6 +9,7 @@ whose evaluation loss stopped improving (``training.early_stop_patience``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import torch
@@ -82,21 +83,33 @@ class KeepWeights(Callback):
 
 
 class ResumePoint(Callback):
-    """After every measurement: the trainer's state and every callback's running state in
-    ``checkpoints/latest.pt`` (no measurement history: its size does not grow)."""
+    """At a measurement at least ``every_s`` seconds of training after the last one written:
+    the trainer's state and every callback's running state in ``checkpoints/latest.pt`` (no
+    measurement history: its size does not grow). ``every_s = 0`` writes it at every
+    measurement; a run stopped by ``max_steps`` (``stop_at``) writes it where it stops.
+    A resumed run redoes the steps past the resume point (their measurement parts are
+    removed first), so writing it less often changes no number, only how much is redone."""
 
-    def __init__(self, folder: RunFolder, callbacks: Sequence[Callback]):
+    def __init__(self, folder: RunFolder, callbacks: Sequence[Callback], every_s: float = 0.0,
+                 stop_at: int | None = None):
         self.folder, self.callbacks = folder, callbacks
+        self.every_s, self.stop_at = every_s, stop_at
         self.saved = 0  # the step the resume point (or the initial state) holds
+        self._last = time.monotonic()
 
     def on_start(self, tr: Trainer) -> None:
         self.saved = tr.step
+        self._last = time.monotonic()
 
     def on_event(self, tr: Trainer, step: int) -> None:
-        if step in tr.measure_at:
+        if step not in tr.measure_at or step >= tr.total_steps:  # the last step is final.pt and the tables
+            return
+        due = time.monotonic() - self._last >= self.every_s
+        if due or (self.stop_at is not None and step >= self.stop_at):
             self.folder.save_resume({"trainer": tr.state_dict(),
                                      "callbacks": [cb.state_dict() for cb in self.callbacks]})
             self.saved = step
+            self._last = time.monotonic()
 
     @staticmethod
     def restore(tr: Trainer, callbacks: Sequence[Callback], st: dict) -> None:

@@ -7,6 +7,7 @@ is returned as it is (unless ``force``); an interrupted one resumes from
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -42,7 +43,9 @@ class RunOptions:
     ``device``, the ``command`` recorded in meta.json, ``force`` (train again), a progress
     callback ``on_progress(step, total)``, ``max_steps`` (stop at the first measurement at
     or past it, resumable), the activation ``memory_budget`` in bytes and extra
-    ``callbacks`` (e.g. a probe's)."""
+    ``callbacks`` (e.g. a probe's), and ``resume_every_s``: the resume point is written at a
+    measurement at most every that many seconds of training (0: at every measurement; the
+    environment variable ``TEACHERSTUDENT_RESUME_EVERY_S`` overrides the default)."""
 
     out: Path = Path("runs")
     device: str = "auto"
@@ -53,6 +56,25 @@ class RunOptions:
     memory_budget: float = DEFAULT_MEMORY_BUDGET
     callbacks: tuple[Callback, ...] = field(default_factory=tuple)
     when_locked: str = "wait"  # another process training this run folder: "wait" for it or "skip" (RunLocked)
+    resume_every_s: float | None = None  # None: TEACHERSTUDENT_RESUME_EVERY_S or DEFAULT_RESUME_EVERY_S
+
+
+DEFAULT_RESUME_EVERY_S = 60.0
+
+
+def resume_every_default() -> float:
+    """``TEACHERSTUDENT_RESUME_EVERY_S`` if set (seconds, >= 0), else ``DEFAULT_RESUME_EVERY_S``."""
+    text = os.environ.get("TEACHERSTUDENT_RESUME_EVERY_S")
+    if text is None or not text.strip():
+        return DEFAULT_RESUME_EVERY_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise UserError(f"TEACHERSTUDENT_RESUME_EVERY_S={text!r}: give a number of seconds >= 0 (0: a resume point "
+                        "at every measurement), or unset it for the default of 60")
+    return value
 
 
 def meta(cfg: ExperimentConfig, device: torch.device, command: list[str] | None, **extra: Any) -> dict:
@@ -88,7 +110,8 @@ def _run(cfg: ExperimentConfig, opts: RunOptions, init_ensemble, dev: torch.devi
     early = StopEarly(t.early_stop_patience, t.early_stop_min_delta) if t.early_stop_patience is not None else None
     callbacks: list[Callback] = [StopDiverged(), KeepWeights(folder), recorder, *([early] if early else []),
                                  *opts.callbacks]
-    resume = ResumePoint(folder, list(callbacks))
+    every = opts.resume_every_s if opts.resume_every_s is not None else resume_every_default()
+    resume = ResumePoint(folder, list(callbacks), every, opts.max_steps)
     callbacks.append(resume)
     if opts.max_steps is not None:
         callbacks.append(StopAt(opts.max_steps))

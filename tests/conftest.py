@@ -22,11 +22,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+
+# a resume point at every measurement, so the resume tests exercise it (the default waits 60 s of training)
+os.environ["TEACHERSTUDENT_RESUME_EVERY_S"] = "0"
 
 from teacherstudent.config import ExperimentConfig, build_config, parse_value
 
