@@ -72,8 +72,9 @@ class Mlp(Architecture):
 
     def teacher(self, cfg, inputs):
         from .labels import data_teacher
+        from .pretrain import pretrained
 
-        return data_teacher(cfg, inputs)  # inputs.labels may widen it
+        return pretrained(cfg, inputs, data_teacher)  # inputs.labels may widen it; teacher.train trains it
 
     def students(self, cfg, teacher, d, device, dtype):
         from .ensemble import Ensemble
@@ -131,7 +132,7 @@ class Conv(Architecture):
         refused = [name for name, on in (
             ("teacher.seeds", t.seeds is not None), ("teacher.batchnorm", t.batchnorm),
             ("teacher.bias_mode='fixed'/'uniform' (conv tunes biases per channel)", t.bias and t.bias_mode != "tuned"),
-            ("inputs.labels other than 'teacher'", i.labels != "teacher"), ("student.lucky_nodes", s.lucky_nodes != 0),
+            ("inputs.labels='wide_teacher'/'permuted'", i.labels not in ("teacher", "dataset")), ("student.lucky_nodes", s.lucky_nodes != 0),
             ("training.backend='fast' (conv trains with autograd)", tr.backend == "fast"),
             ("training.renorm", tr.renorm != "none"), ("training.dropout", tr.dropout > 0),
         ) if on]
@@ -160,8 +161,9 @@ class Conv(Architecture):
 
     def teacher(self, cfg, inputs):
         from .conv import make_conv_teacher
+        from .pretrain import pretrained
 
-        return make_conv_teacher(cfg, inputs)
+        return pretrained(cfg, inputs, make_conv_teacher)  # teacher.train trains it
 
     def students(self, cfg, teacher, d, device, dtype):
         from .conv import ConvEnsemble, geometry

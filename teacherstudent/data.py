@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import ExperimentConfig
-from .inputs import InputDistribution
+from .inputs import Draw, InputDistribution
 from .labels import relabel
 from .seeds import Stream, generator
 from .teacher import Teacher
@@ -45,10 +45,11 @@ class DataSource:
         self.sample_dim = 1 if self.per_member else 0
         self.device, self.dtype = device, dtype
         seed = cfg.inputs.seed
-        x_eval = inputs.sample(cfg.inputs.eval_samples, generator(seed, Stream.EVAL), split="eval")
+        drawn = inputs.draw(cfg.inputs.eval_samples, generator(seed, Stream.EVAL), split="eval")
+        x_eval = drawn.x
         hidden, _ = teacher.forward(x_eval)
         self.x_eval = self._put(x_eval)
-        self.y_eval = self._put(label(teacher, x_eval, cfg.training.loss))
+        self.y_eval = self._put(self._targets(drawn))
         self.teacher_hidden_eval = [self._put(h) for h in hidden]
         self._fixed = None if cfg.inputs.fresh else self._labelled(generator(seed, Stream.TRAIN), generator(seed, Stream.PERMUTE))
 
@@ -61,9 +62,15 @@ class DataSource:
         return t.to(self.device, self.dtype if t.is_floating_point() else t.dtype)
 
     def _labelled(self, gen: torch.Generator, label_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.inputs.sample(self.cfg.inputs.train_samples, gen)
-        y = relabel(self.cfg.inputs, label(self.teacher, x, self.cfg.training.loss), label_gen)
-        return self._put(x), self._put(y)
+        drawn = self.inputs.draw(self.cfg.inputs.train_samples, gen)
+        y = relabel(self.cfg.inputs, self._targets(drawn), label_gen)
+        return self._put(drawn.x), self._put(y)
+
+    def _targets(self, drawn: Draw) -> torch.Tensor:
+        """The labels of ``drawn``: its data set's classes (``inputs.labels='dataset'``), else the teacher's."""
+        if self.cfg.inputs.labels == "dataset":
+            return drawn.label
+        return label(self.teacher, drawn.x, self.cfg.training.loss)
 
     def epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training inputs and labels of ``epoch``, already in this epoch's order (with

@@ -147,7 +147,7 @@ class DaskExecutor:
                 self.client = distributed.Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
             else:
                 self.cluster = distributed.LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
-                                                        dashboard_address=None)
+                                                        dashboard_address=":0")  # None still binds :8787
                 self.client = distributed.Client(self.cluster)
         except (OSError, TimeoutError) as err:
             raise UserError(f"cannot reach the Dask scheduler {scheduler or '(local cluster)'} "

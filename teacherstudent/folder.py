@@ -232,6 +232,11 @@ class RunFolder:
         save_torch(self.path / "checkpoints" / f"{name}.pt", {"step": step, "weights": weights,
                                                                "seeds": list(self.cfg.student.seeds)})
 
+    def save_teacher(self, state: dict, report: dict) -> None:
+        """A trained teacher (``teacher.train``): ``teacher.pt`` (its weights) and ``teacher.json`` (its accuracies)."""
+        save_torch(self.path / "teacher.pt", state)
+        write_json(self.path / "teacher.json", report)
+
     def save_resume(self, state: dict) -> None:
         save_torch(self.latest, state)
 

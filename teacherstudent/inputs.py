@@ -19,6 +19,11 @@ digits     holdout                          scikit-learn's bundled 8x8 handwritt
                                             standardised on the training pool, times sigma
 gaussian_  image_channels, image_size       N(0, sigma^2 I_d) images, d = channels x size x size
 images                                      (flattened channel-major, as ``x.view(N, C, H, W)``)
+mnist,     path                             the data set read from the local folder ``path``
+fashion_                                    (teacherstudent/datasets.py; never downloaded):
+mnist,                                      1x28x28 (d = 784) or 3x32x32 (d = 3072) images,
+cifar10                                     standardised per channel on the training split,
+                                            times sigma
 ========== ================================ ==================================================
 
 Image kinds (``image_shape`` not None: ``digits`` as 1x8x8, ``gaussian_images``) can feed
@@ -26,10 +31,13 @@ convolutional teachers and students (``arch='conv'``, teacherstudent/conv.py); e
 still hands out flat ``[N, d]`` rows, which a convolution views as ``[N, C, H, W]``.
 
 ``digits`` is a finite data set: a ``holdout`` fraction of the images (chosen once) is the
-evaluation pool, the rest the training pool. A draw of ``n`` images from a pool takes
+evaluation pool, the rest the training pool (``mnist``, ``fashion_mnist`` and ``cifar10``:
+their official training and test splits). A draw of ``n`` images from a pool takes
 whole random passes over it (no image twice before every image once), so a set no larger
 than its pool has no repeats. Its true digit labels travel with it (``Draw.label``), as
-do the cluster indices of ``clusters``.
+do the cluster indices of ``clusters``; ``classes`` (10) says a kind's labels are classes
+that students may train on (``inputs.labels='dataset'``) and a teacher may be trained on
+(``teacher.train``, teacherstudent/pretrain.py).
 
 Every distribution draws from an explicit ``torch.Generator`` (CPU, float64), so the same
 seed gives the same samples on every device; ``seed`` (the structure seed) fixes what a
@@ -78,6 +86,11 @@ class InputDistribution:
 
     params: ClassVar[tuple[str, ...]] = ()
     fixed_dim: ClassVar[int | None] = None
+    classes: ClassVar[int | None] = None  # labelled data sets: the number of classes of Draw.label
+
+    @classmethod
+    def check(cls, cfg: InputsConfig) -> None:
+        """Raise ``ValueError`` for a config this kind cannot use (config validation; reads no files)."""
 
     def __init__(self, cfg: InputsConfig, d: int, seed: int):
         self.cfg = cfg
@@ -166,7 +179,31 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-class Digits(InputDistribution):
+class Finite(InputDistribution):
+    """A finite labelled data set: ``pools[split]`` indexes its images, ``labels`` their classes;
+    ``images(idx)`` gives the inputs of images ``idx``; a draw takes whole random passes over a pool."""
+
+    classes = 10
+    pools: dict[str, torch.Tensor]
+    labels: torch.Tensor
+
+    def images(self, idx: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def take(self, split: str, positions: torch.Tensor) -> Draw:
+        """Images at ``positions`` of the ``split`` pool, with their labels."""
+        idx = self.pools[split][positions]
+        return Draw(self.images(idx), self.labels[idx])
+
+    def draw(self, n: int, gen: torch.Generator, split: str = "train") -> Draw:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+        size = len(self.pools[split])
+        passes = [torch.randperm(size, generator=gen) for _ in range(-(-n // size))]
+        return self.take(split, torch.cat(passes)[:n])
+
+
+class Digits(Finite):
     """The 8x8 digits, standardised per pixel on the training pool (constant pixels stay 0), times sigma."""
 
     params = ("holdout",)
@@ -188,13 +225,67 @@ class Digits(InputDistribution):
         self.x = torch.where(sd > 0, (x - mu) / sd.clamp_min(1e-12), 0.0) * cfg.sigma
         self.labels = y
 
-    def draw(self, n: int, gen: torch.Generator, split: str = "train") -> Draw:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
-        pool = self.pools[split]
-        passes = [torch.randperm(len(pool), generator=gen) for _ in range(-(-n // len(pool)))]
-        idx = pool[torch.cat(passes)[:n]]
-        return Draw(self.x[idx], self.labels[idx])
+    def images(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.x[idx]
+
+
+class LocalImages(Finite):
+    """An image data set read from the folder ``inputs.path`` (teacherstudent/datasets.py): its official
+    training split is the training pool, its test split the evaluation pool. Pixels are standardised
+    per channel (mean and standard deviation over the training split's images and positions; a
+    constant channel stays 0), times sigma. Images are kept as bytes and converted when drawn."""
+
+    params = ("path",)
+    shape: ClassVar[tuple[int, int, int]]
+
+    @classmethod
+    def check(cls, cfg: InputsConfig) -> None:
+        if cfg.path is None:
+            from .datasets import expected
+
+            raise ValueError(f"inputs.kind={cfg.kind!r} reads local files: set inputs.path to their folder ({expected(cfg.kind)})")
+
+    @classmethod
+    def dim(cls, cfg: InputsConfig, d: int) -> int:
+        return math.prod(cls.shape)
+
+    @classmethod
+    def image_shape(cls, cfg: InputsConfig) -> tuple[int, int, int]:
+        return cls.shape
+
+    def __init__(self, cfg: InputsConfig, d: int, seed: int):
+        super().__init__(cfg, d, seed)
+        from .datasets import read
+
+        a = read(cfg.kind, cfg.path)
+        n_train = len(a.train_x)
+        self.raw = torch.from_numpy(np.concatenate([a.train_x, a.test_x]).reshape(n_train + len(a.test_x), -1))
+        self.labels = torch.from_numpy(np.concatenate([a.train_y, a.test_y]))
+        self.pools = {"train": torch.arange(n_train), "eval": torch.arange(n_train, len(self.raw))}
+        c = self.shape[0]
+        counts = np.stack([np.bincount(a.train_x[:, ch].ravel(), minlength=256) for ch in range(c)])  # [C, 256]
+        v = np.arange(256, dtype=np.int64)
+        s1, s2, n = counts @ v, counts @ v**2, int(counts[0].sum())  # exact integer sums per channel
+        self.mean = torch.from_numpy(s1 / n)
+        self.std = torch.from_numpy(np.sqrt(np.maximum(s2 - s1 * (s1 / n), 0) / max(n - 1, 1)))
+
+    def images(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.raw[idx].to(torch.float64).view(len(idx), self.shape[0], -1)
+        sd = self.std[:, None]
+        x = torch.where(sd > 0, (x - self.mean[:, None]) / sd.clamp_min(1e-12), 0.0) * self.cfg.sigma
+        return x.reshape(len(idx), -1)
+
+
+class Mnist(LocalImages):
+    shape = (1, 28, 28)
+
+
+class FashionMnist(LocalImages):
+    shape = (1, 28, 28)
+
+
+class Cifar10(LocalImages):
+    shape = (3, 32, 32)
 
 
 class GaussianImages(Gaussian):
@@ -218,6 +309,9 @@ INPUTS: dict[str, type[InputDistribution]] = {
     "manifold": Manifold,
     "digits": Digits,
     "gaussian_images": GaussianImages,
+    "mnist": Mnist,
+    "fashion_mnist": FashionMnist,
+    "cifar10": Cifar10,
 }
 
 # The InputsConfig fields that belong to one kind or another (each kind lists its own in ``params``).
@@ -226,6 +320,7 @@ KIND_PARAMS = sorted({p for k in INPUTS.values() for p in k.params})
 
 def check_inputs(cfg: InputsConfig) -> None:
     """Raise ``ValueError`` if a field of another kind was changed from its default (it would do nothing)."""
+    INPUTS[cfg.kind].check(cfg)
     own = INPUTS[cfg.kind].params
     defaults = type(cfg).model_fields
     kind_params = sorted({p for k in INPUTS.values() for p in k.params})  # read now: a kind registered later counts
@@ -253,3 +348,17 @@ def make_inputs(cfg: InputsConfig, d: int, seed: int) -> InputDistribution:
 
 def input_dim(cfg: InputsConfig, d: int) -> int:
     return INPUTS[cfg.kind].dim(cfg, d)
+
+
+def check_classes(cfg: InputsConfig, outputs: int, loss: str, what: str) -> None:
+    """Raise ``ValueError`` unless ``what`` (``inputs.labels='dataset'`` or ``teacher.train``), which learns the
+    data set's own labels, has a labelled kind and as many teacher outputs as classes (and, with ``loss``, cross-entropy)."""
+    classes = INPUTS[cfg.kind].classes
+    if classes is None:
+        labelled = ", ".join(k for k, c in INPUTS.items() if c.classes is not None)
+        raise ValueError(f"{what} learns a data set's own labels; set inputs.kind to one of {labelled} (got {cfg.kind!r})")
+    if outputs != classes:
+        raise ValueError(f"{what} learns the {classes} classes of {cfg.kind}: set teacher.outputs={classes} (the "
+                         f"students' outputs are the teacher's), got {outputs}")
+    if loss is not None and loss != "ce":
+        raise ValueError(f"{what} trains the students on class labels: set training.loss='ce' (got {loss!r})")

@@ -11,6 +11,10 @@
   training samples (pure memorisation: no function of x explains them); the evaluation
   labels stay the teacher's, so the evaluation loss measures generalisation to the
   teacher. With ``inputs.fresh`` every epoch's fresh set is permuted anew.
+- ``dataset``: the data set's own classes (digits, mnist, fashion_mnist, cifar10; cross-entropy,
+  ``teacher.outputs`` = the number of classes) label training and evaluation data, so the
+  evaluation ``accuracy`` is against the true labels; the students are still measured
+  against the teacher's nodes (a generated teacher, or one trained first: ``teacher.train``).
 """
 
 from __future__ import annotations

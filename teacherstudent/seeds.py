@@ -45,6 +45,7 @@ class Stream(IntEnum):
     PROBE_CHOICE = 0xC401CE  # random node choice of reinit probes
     PROBE_FLATNESS = 0xF1A7  # start vectors and probes of the flatness probe's Hessian estimates
     WIDE_SEED = 0x5EED  # a seed of 2**32 or more, hashed for torch's 32-bit seeding (``seeded``)
+    TEACHER_TRAIN = 0x7EAC4  # each epoch's batch order when the teacher is trained first (teacher.train, pretrain.py)
 
 
 def words(*key: int) -> list[int]:

@@ -123,6 +123,10 @@ def _run(cfg: ExperimentConfig, opts: RunOptions, init_ensemble, dev: torch.devi
             raise _bad_checkpoint(folder, err) from None
     try:
         folder.begin(meta(cfg, dev, opts.command, backend=tr.backend), tr.step, tr.total_steps, opts.force)
+        if cfg.teacher.train is not None:  # the trained teacher and its accuracies (pretrain.py)
+            from .pretrain import record
+
+            folder.save_teacher(*record(cfg))
         t0 = time.perf_counter()
         on_step = (lambda s: opts.on_progress(s, tr.total_steps)) if opts.on_progress else None
         try:

@@ -20,12 +20,16 @@ convention: copy it with ``shutil.copytree`` before damaging it).
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
+import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,6 +37,7 @@ import torch
 os.environ["TEACHERSTUDENT_RESUME_EVERY_S"] = "0"
 
 from teacherstudent.config import ExperimentConfig, build_config, parse_value
+from teacherstudent.datasets import CIFAR_FILES, IDX_FILES
 
 # Dotted field -> value: the shrunk default every fast test starts from.
 TINY: dict[str, Any] = {
@@ -159,10 +164,6 @@ def file_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-__all__ = ["TINY", "assert_user_error", "cli_sets", "file_bytes", "invoke", "pre_activations", "tiny", "tiny_overrides",
-           "tiny_via_load_config", "toml_literal"]
-
-
 def reference_optimizer(params, t) -> torch.optim.Optimizer:
     """``torch.optim``'s own optimiser for one ``nn.Module`` student under ``TrainingConfig`` ``t``:
     the reference the stacked ensemble's optimiser (train.OPTIMIZERS) must match member by member."""
@@ -177,3 +178,42 @@ def reference_optimizer(params, t) -> torch.optim.Optimizer:
                                    weight_decay=t.weight_decay)
     assert t.optimizer == "adagrad", f"no reference for optimizer {t.optimizer!r}: add it here"
     return torch.optim.Adagrad(params, lr=t.lr, lr_decay=t.lr_decay, weight_decay=t.weight_decay)
+
+
+# ---- local image data sets in their distributed formats (tests/test_datasets.py) --------------
+
+def idx_bytes(a: np.ndarray) -> bytes:
+    """IDX by hand: 0, 0, type 0x08, ndim, big-endian dims, then the bytes."""
+    return struct.pack(">BBBB", 0, 0, 8, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape) + a.astype(np.uint8).tobytes()
+
+
+def make_idx_set(folder: Path, n_train: int = 40, n_test: int = 20, gz: bool = True, seed: int = 0) -> dict:
+    """MNIST-format files (28x28) in ``folder``; returns the arrays written (file name -> array)."""
+    rng = np.random.default_rng(seed)
+    x_train, x_test = (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for n in (n_train, n_test))
+    y_train, y_test = (rng.integers(0, 10, n).astype(np.uint8) for n in (n_train, n_test))
+    arrays = dict(zip(IDX_FILES, (x_train, y_train, x_test, y_test)))
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, a in arrays.items():
+        data = idx_bytes(a)
+        (folder / (name + ".gz" if gz else name)).write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    return arrays
+
+
+def make_cifar(folder: Path, per_batch: int = 8, n_test: int = 12, seed: int = 0) -> dict:
+    """CIFAR-10 python batches (dicts of ``data`` uint8 [n, 3072] and a list of ``labels``) in ``folder``;
+    returns file name -> (data, labels)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in CIFAR_FILES:
+        n = n_test if name == "test_batch" else per_batch
+        data, labels = rng.integers(0, 256, (n, 3072), dtype=np.uint8), [int(v) for v in rng.integers(0, 10, n)]
+        batch = {"batch_label": name, "labels": labels, "data": data, "filenames": [f"img{i}.png" for i in range(n)]}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+        out[name] = (data, labels)
+    return out
+
+
+__all__ = ["TINY", "assert_user_error", "cli_sets", "file_bytes", "idx_bytes", "invoke", "make_cifar", "make_idx_set",
+           "pre_activations", "tiny", "tiny_overrides", "tiny_via_load_config", "toml_literal"]

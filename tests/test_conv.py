@@ -138,11 +138,11 @@ def test_digits_are_1x8x8_images():
 
 @pytest.mark.parametrize("sets, words", [
     (("conv.stride=2",), "conv.stride does nothing unless arch='conv'"),
-    (("arch='conv'",), "arch='conv' needs image inputs; set inputs.kind to one of digits, gaussian_images"),
+    (("arch='conv'",), "arch='conv' needs image inputs; set inputs.kind to one of cifar10, digits, fashion_mnist, gaussian_images, mnist"),
     ((*CONV, "teacher.d=36"), "teacher.d does nothing with arch='conv'"),
     ((*CONV, "student.lucky_nodes=1"), "does not support student.lucky_nodes"),
     ((*CONV, "training.backend='fast'"), "training.backend='fast'"),
-    ((*CONV, "inputs.labels='permuted'"), "inputs.labels other than 'teacher'"),
+    ((*CONV, "inputs.labels='permuted'"), "inputs.labels='wide_teacher'/'permuted'"),
     ((*CONV, "teacher.bias_mode='fixed'"), "teacher.bias_mode='fixed'/'uniform'"),
     ((*CONV, "training.dropout=0.1"), "does not support training.dropout"),
     ((*CONV, "conv.stride=[1, 1, 1]"), "conv.stride has 3 values but the teacher has 2 conv layers"),

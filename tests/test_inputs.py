@@ -30,15 +30,22 @@ def cov(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_registry_names_and_unknown_kind_lists_them():
-    assert {"gaussian", "uniform", "clusters", "manifold", "digits", "gaussian_images"} <= set(INPUTS)  # the built-in kinds
+    assert {"gaussian", "uniform", "clusters", "manifold", "digits", "gaussian_images", "mnist", "fashion_mnist",
+            "cifar10"} <= set(INPUTS)  # the built-in kinds
     with pytest.raises(UserError) as err:
         load_config(overrides=['inputs.kind="moons"'])
     assert f"unknown input kind 'moons'; known: {', '.join(sorted(INPUTS))}" in str(err.value)
 
 
 @pytest.mark.parametrize("kind", sorted(INPUTS))
-def test_every_kind_is_deterministic_float64_and_seed_dependent(kind):
-    a, b = dist(kind=kind), dist(kind=kind)
+def test_every_kind_is_deterministic_float64_and_seed_dependent(kind, tmp_path):
+    from conftest import make_cifar, make_idx_set
+
+    path = {}
+    if "path" in INPUTS[kind].params:  # a local data set: tiny generated files (tests/test_datasets.py)
+        (make_cifar if kind == "cifar10" else make_idx_set)(tmp_path)
+        path = {"path": str(tmp_path)}
+    a, b = dist(kind=kind, **path), dist(kind=kind, **path)
     x1, x2 = draw(a, 300), draw(b, 300)
     assert x1.x.dtype == torch.float64 and x1.x.shape == (300, input_dim(a.cfg, 6))
     assert torch.equal(x1.x, x2.x)

@@ -98,7 +98,7 @@ def test_wide_teacher_run_tables_count_the_wide_teachers_nodes(tmp_runs):
 
 @pytest.mark.parametrize("override, message", [
     (["inputs.wide_factor=4"], "inputs.wide_factor is only used with inputs.labels='wide_teacher'"),
-    (['inputs.labels="random"'], "inputs.labels: Input should be 'teacher', 'wide_teacher' or 'permuted'"),
+    (['inputs.labels="random"'], "inputs.labels: Input should be 'teacher', 'wide_teacher', 'permuted' or 'dataset'"),
     (['inputs.labels="wide_teacher"', "inputs.wide_factor=1"], "inputs.wide_factor: Input should be greater than or equal to 2"),
 ])
 def test_bad_label_settings(override, message):

@@ -19,9 +19,9 @@ from .loading import (_merge, apply_overrides, build_config, format_validation_e
                       parse_seeds, parse_value, probe_config, with_preset)
 from .probes import PROBE_KINDS, FlatnessProbe, LotteryProbe, ProbeConfig, ReinitProbe, RunId, _Probe
 from .sections import (MAX_MEMBERS, MAX_STEPS, Beta, ConvConfig, InputsConfig, MeasureConfig, Seed, StudentConfig,
-                       TeacherConfig, TrainingConfig, _distinct_steps, _Section)
+                       TeacherConfig, TeacherTrainConfig, TrainingConfig, _distinct_steps, _Section)
 
-__all__ = ["MAX_STEPS", "MAX_MEMBERS", "Seed", "Beta", "TeacherConfig", "InputsConfig", "StudentConfig",
+__all__ = ["MAX_STEPS", "MAX_MEMBERS", "Seed", "Beta", "TeacherConfig", "TeacherTrainConfig", "InputsConfig", "StudentConfig",
            "TrainingConfig", "ConvConfig", "MeasureConfig", "RunId", "LotteryProbe", "ReinitProbe", "FlatnessProbe",
            "ProbeConfig", "PROBE_KINDS", "ExperimentConfig", "format_validation_error", "probe_config", "build_config",
            "parse_value", "apply_overrides", "load_toml", "load_config", "with_preset", "parse_seeds",

@@ -42,6 +42,8 @@ class ExperimentConfig(_Section):
         registries.architecture_check(self)
         registries.input_dim(self.inputs, self.teacher.d, self.teacher.d == TeacherConfig.model_fields["d"].default)
         registries.lucky(self.student, self.teacher.widths)
+        if self.inputs.labels == "dataset" or self.teacher.train is not None:  # teacherstudent/pretrain.py
+            registries.dataset_setting(self)
         if self.training.backend == "fast" and self.student.batchnorm:
             raise ValueError("training.backend='fast' covers plain ReLU students only; use 'auto' or 'autograd' "
                              "with student.batchnorm")

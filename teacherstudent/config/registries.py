@@ -90,6 +90,13 @@ def lucky(cfg: Any, widths: tuple[int, ...]) -> None:
     check_lucky(cfg, widths)
 
 
+def dataset_setting(cfg: Any) -> None:
+    """inputs.labels='dataset' or teacher.train: what the data set and the pretraining need (pretrain.py)."""
+    from ..pretrain import check_dataset_setting
+
+    check_dataset_setting(cfg)
+
+
 def architecture_check(cfg: Any) -> None:
     from ..architectures import ARCHITECTURES
 

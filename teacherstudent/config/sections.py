@@ -43,6 +43,28 @@ def _distinct_steps(name: str, v: tuple[int, ...]) -> tuple[int, ...]:
     return v
 
 
+class TeacherTrainConfig(_Section):
+    """``teacher.train``: train the teacher on the data set's labels before it is frozen (teacherstudent/pretrain.py):
+    ``epochs`` passes of SGD on cross-entropy over the training split, then optionally prune a ``prune`` fraction of
+    every hidden layer's nodes (the smallest fan-out norms) and fine-tune ``finetune_epochs`` more."""
+
+    epochs: int = Field(10, ge=1, description="passes over the training split")
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(64, gt=0)
+    prune: float = Field(0.0, ge=0, lt=1, description="fraction of every hidden layer's nodes removed after training")
+    finetune_epochs: int = Field(0, ge=0, description="passes after pruning (with prune > 0)")
+    dtype: Literal["float32", "float64"] = "float32"
+    seed: Seed = Field(0, description="the batch order (stream TEACHER_TRAIN of teacher.seed)")
+
+    @model_validator(mode="after")
+    def _check(self) -> TeacherTrainConfig:
+        if self.prune == 0:
+            self._unused("teacher.train", self.changed("finetune_epochs"), "teacher.train.prune > 0")
+        return self
+
+
 class TeacherConfig(_Section):
     """The fixed teacher network (docs/science.md §2)."""
 
@@ -72,6 +94,8 @@ class TeacherConfig(_Section):
     seed: Seed = 0
     seeds: tuple[Seed, ...] | None = Field(None, min_length=1, description="one teacher per ensemble member (as many "
                                            "as student.seeds): member k learns and is measured against teacher seeds[k]")
+    train: TeacherTrainConfig | None = Field(None, description="train the (generated) teacher on the data set's labels, "
+                                             "optionally prune it, then freeze it (teacherstudent/pretrain.py)")
 
     @field_validator("widths")
     @classmethod
@@ -144,10 +168,12 @@ class InputsConfig(_Section):
     image_channels: int = Field(1, ge=1, description="gaussian_images: channels of each image")
     image_size: int = Field(8, ge=1, description="gaussian_images: height and width of each image")
     # label regime (teacherstudent/labels.py)
-    labels: Literal["teacher", "wide_teacher", "permuted"] = Field(
+    labels: Literal["teacher", "wide_teacher", "permuted", "dataset"] = Field(
         "teacher", description="teacher: the teacher's outputs; wide_teacher: an independent teacher wide_factor times "
-        "wider labels the data (and is the one measured); permuted: training labels randomly permuted across samples")
+        "wider labels the data (and is the one measured); permuted: training labels randomly permuted across samples; "
+        "dataset: the data set's own classes (digits, mnist, fashion_mnist, cifar10; loss='ce')")
     wide_factor: int = Field(10, ge=2, description="labels='wide_teacher': its widths are the teacher's times this")
+    path: str | None = Field(None, description="mnist, fashion_mnist, cifar10: the folder holding the data set's files")
 
     @field_validator("kind")
     @classmethod
