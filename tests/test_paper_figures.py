@@ -42,9 +42,10 @@ def synthetic_tables(seed: int = 0) -> dict[str, dict[str, pd.DataFrame]]:
                            "best_corr": float(rng.uniform()), "fanout_norm": float(rng.uniform(0.01, 2))}
                           for a in ("plain", "batchnorm") for k in members for l in layers for j in range(12)
                           for e in epochs])
-    recovered = pd.DataFrame([{"student.multiplier": m, "member": k, "step": 40, "layer": l,
-                               "recovered_frac": min(1.0, 0.1 * m / (1 + l) + 0.05 * k), "best_corr_mean": 0.9}
-                              for m in (1, 2, 5, 10, 20) for k in members for l in layers])
+    recovered = pd.DataFrame([{"student.multiplier": m, "arm": a, "member": k, "step": 40 * (1 + 3 * (a == "long")),
+                               "layer": l, "recovered_frac": min(1.0, 0.1 * m / (1 + l) + 0.05 * k + 0.1 * (a == "long")),
+                               "best_corr_mean": 0.9}
+                              for m in (1, 2, 5, 10, 20) for a in ("deep", "long") for k in members for l in layers])
     sd_nodes = pd.DataFrame([{"arm": f"p{p:g}", "p": p, "member": k, "layer": l, "teacher_node": t,
                               "strength_rank": t + 1, "step_corr_0.9": None if (t == 4 and k == 1) else 10 * (t + 1) * (1 + p),
                               "final_corr": 0.9}
@@ -145,10 +146,12 @@ def test_legends_cover_no_axes_and_each_layer_keeps_its_colour(key):
 def test_f4_verdict_compares_the_widest_students_with_1x_over_all_layers(widest, holds):
     import pandas as pd
 
-    r = pd.DataFrame({"student.multiplier": [1, 1, 5, 5, 20, 20], "layer": [0, 1] * 3,
-                      "recovered_frac": [1.0, 0.2, 1.0, 0.8, 1.0, widest]})
+    r = pd.DataFrame({"student.multiplier": [1, 1, 5, 5, 20, 20] * 2, "layer": [0, 1] * 6,
+                      "arm": ["deep"] * 6 + ["long"] * 6,
+                      "recovered_frac": [1.0, 0.2, 1.0, 0.8, 1.0, widest] + [1.0, 0.4, 1.0, 1.0, 1.0, 1.0]})
     text, got = all_figures()["F4"].verdict({"overparam": {"recovered": r}})
     assert got is holds and text.startswith("recovered fraction (mean over layers) 0.60 at 1x, 0.90 at 5x")
+    assert text.endswith("; at 4x the steps 0.70 at 1x, 1.00 at 5x, 1.00 at 20x")  # the long arm: said, not judged
 
 
 def test_bands_are_the_spread_over_seeds(tmp_path):
