@@ -110,3 +110,22 @@ def test_benchmark_suite_reports_every_row_with_rates_and_ratios_from_its_own_ti
     assert back["machine"]["device"] == "cpu" and back["machine"]["quick"] is True
     assert [r["kind"] for r in back["rows"]] == [r["kind"] for r in rows]
 
+
+
+def test_figures_bench_charges_each_experiment_to_the_first_figure_that_needs_it(tmp_path):
+    """benchmarks/figures_bench.py: per figure the experiments it first needs (F1-F3 share one), their
+    student-steps with probe retrains, the estimate, and the measured seconds of a build's timings.csv."""
+    from teacherstudent.plan import ExperimentPlan, FiguresPlan
+    from teacherstudent_benchmarks.figures_bench import figure_rows
+
+    plan = FiguresPlan([ExperimentPlan("deep", ["F1", "F2"], 2, 2, 100, 100, 0, 0, 10.0),
+                        ExperimentPlan("lottery", ["F6"], 1, 1, 50, 50, 3, 150, 30.0)], quick=False)
+    (tmp_path / "timings.csv").write_text("figure,train_seconds,render_seconds,holds\nF1,15.0,1,True\n"
+                                          "F2,0,1,True\nF6,60.0,1,False\n")
+    rows = {r["figure"]: r for r in figure_rows(plan, tmp_path)}
+    assert list(rows) == ["F1", "F2", "F6"]
+    assert (rows["F1"]["experiments"], rows["F1"]["student_steps"], rows["F1"]["estimated_s"]) == ("deep", 100, 10.0)
+    assert (rows["F2"]["experiments"], rows["F2"]["student_steps"], rows["F2"]["estimated_s"]) == ("-", 0, 0.0)
+    assert rows["F6"]["student_steps"] == 200 and rows["F6"]["probes"] == 3  # 50 trained + 150 retrained
+    assert rows["F1"]["measured/estimated"] == 1.5 and rows["F6"]["measured/estimated"] == 2.0
+    assert math.isnan(rows["F2"]["measured/estimated"])
