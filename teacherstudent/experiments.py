@@ -290,6 +290,7 @@ def run_probes(name: str, module: ModuleType, study: Study, out: Path, device: s
     if not callable(getattr(module, "probes", None)):
         return {}
     from .probes import PROBES
+    from .runtime import busy_capped_threads
 
     base, _ = base_config(name, overrides, root, quick)
     parents = {lb.arm: out / study.runs_of(lb)[0].run_id for lb in study.labels}
@@ -303,7 +304,8 @@ def run_probes(name: str, module: ModuleType, study: Study, out: Path, device: s
         if arm not in parents or kind not in PROBES:
             raise UserError(f"experiment {name}: probe {label!r} names arm {arm!r} of {sorted(parents)} "
                             f"and kind {kind!r} of {sorted(PROBES)}")
-        got = PROBES[kind](parents[arm], fields, root=out, device=device, command=command)
+        with busy_capped_threads():  # retrains in this process: as many threads as the machine has free
+            got = PROBES[kind](parents[arm], fields, root=out, device=device, command=command)
         children[label] = got[-1] if isinstance(got, list) else got
     return children
 

@@ -390,6 +390,7 @@ def train_job(spec: dict[str, Any], on_tick=None) -> dict[str, Any]:
     import torch
 
     from .lock import RunLocked
+    from .runtime import busy_capped_threads
     from .simulate import RunOptions, run
     from .store import RunFolder
 
@@ -422,7 +423,9 @@ def train_job(spec: dict[str, Any], on_tick=None) -> dict[str, Any]:
 
             opts = RunOptions(Path(spec["out"]), spec["device"], spec.get("command"), spec["force"], on_progress,
                               when_locked=spec["when_locked"])
-            with contextlib.redirect_stderr(stderr):  # "waiting for it" goes into the report, not over the progress bar
+            # in this process (one local worker): as many threads as the machine has free, as `run` does
+            capped = busy_capped_threads() if not threads else contextlib.nullcontext()
+            with contextlib.redirect_stderr(stderr), capped:  # "waiting for it" goes into the report
                 run(cfg, opts)
             if trained[0]:
                 report["outcome"] = "resumed" if resumable and not spec["force"] else "done"
