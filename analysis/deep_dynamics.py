@@ -2,8 +2,11 @@
 
 Arms: ``plain`` (the base config: the preset ``luckmatters-2019-deep`` with the full correlation
 matrices kept after epochs 1, 2 and 4) and ``batchnorm`` (the same students with BatchNorm
-after every hidden layer). Figures F1 (recovery per layer), F2 (luck: the final winner's rank
-at earlier steps) and F3 (L-shape: fan-out norm against best correlation) read its tables.
+after every hidden layer), and ``long`` (``plain`` for ``LONG`` times the epochs, 40 = the official
+``recon_multilayer.py`` default ``--num_epoch``, on the first three seeds: F3's explanation arm,
+whether the L-shape is a late-training picture). Figures F1 (recovery per layer), F2 (luck: the
+final winner's rank at earlier steps) and F3 (L-shape: fan-out norm against best correlation)
+read its tables.
 
 Tables: ``curves`` (arm x epoch x layer: mean best correlation per member, the fraction of
 teacher nodes recovered), ``ranks`` (arm x member x layer x teacher node x kept step: the
@@ -23,8 +26,15 @@ from teacherstudent.config import ExperimentConfig
 from teacherstudent.summary import read_table
 
 
+LONG = 4  # the long arm's epochs, in multiples of the base's
+
+
 def arms(base: ExperimentConfig) -> dict[str, ExperimentConfig]:
-    return {"plain": base, "batchnorm": base.replace(name=f"{base.name}.bn", student={"batchnorm": True})}
+    t = base.training
+    longer = {"steps": t.steps * LONG} if t.steps is not None else {"epochs": t.epochs * LONG}
+    return {"plain": base, "batchnorm": base.replace(name=f"{base.name}.bn", student={"batchnorm": True}),
+            "long": base.replace(name=f"{base.name}.long", training=longer,
+                                 student={"seeds": list(base.student.seeds[:3])})}
 
 
 def curves_table(arm: str, folder: Path) -> pd.DataFrame:

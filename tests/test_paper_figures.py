@@ -41,7 +41,10 @@ def synthetic_tables(seed: int = 0) -> dict[str, dict[str, pd.DataFrame]]:
     nodes = pd.DataFrame([{"arm": a, "member": k, "layer": l, "student_node": j, "step": int(e * 10), "epoch": e,
                            "best_corr": float(rng.uniform()), "fanout_norm": float(rng.uniform(0.01, 2))}
                           for a in ("plain", "batchnorm") for k in members for l in layers for j in range(12)
-                          for e in epochs])
+                          for e in epochs]
+                         + [{"arm": "long", "member": k, "layer": l, "student_node": j, "step": 400, "epoch": 40.0,
+                             "best_corr": c, "fanout_norm": 1.0 if c > 0.9 else 0.01}
+                            for k in members for l in layers for j, c in enumerate(np.linspace(0, 1, 12))])
     recovered = pd.DataFrame([{"student.multiplier": m, "arm": a, "member": k, "step": 40 * (1 + 3 * (a == "long")),
                                "layer": l, "recovered_frac": min(1.0, 0.1 * m / (1 + l) + 0.05 * k + 0.1 * (a == "long")),
                                "best_corr_mean": 0.9}
@@ -266,7 +269,7 @@ def browser_images(page: Path, tmp_path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def tiny_build(tmp_path_factory):
-    """F1-F3 built with --quick from a tiny deep_dynamics (two runs of 8 steps), once for this module."""
+    """F1-F3 built with --quick from a tiny deep_dynamics (two runs of 8 steps and the long arm of 32), once for this module."""
     tmp = tmp_path_factory.mktemp("tiny_build")
     root = tiny_experiment_root(tmp / "analysis")
     figs = {k: all_figures()[k] for k in ("F1", "F2", "F3")}
@@ -296,6 +299,7 @@ def test_deep_dynamics_ranks_match_the_recorded_initial_ranks(tiny_build):
 
     tmp = tiny_build[0]
     ranks = pd.read_parquet(tmp / "runs" / "experiments" / "deep_dynamics" / "ranks.parquet")
+    ranks = ranks[ranks.arm != "long"]  # F3's explanation arm ends later
     assert sorted(ranks.step.unique()) == [0, 4, 8]  # init, the quick corr_steps, the end
     runs = pd.read_csv(tmp / "runs" / "experiments" / "deep_dynamics" / "runs.csv")
     for arm in ("plain", "batchnorm"):
@@ -430,3 +434,16 @@ def test_plan_cli_prints_the_real_studies_counts(tmp_path):
     assert "nothing trained" in res.output and not (tmp_path / "runs").exists()
     bad = invoke("figures", "F9", "--plan", "--runs", tmp_path / "runs")
     assert bad.exit_code == 2 and "unknown figure" in bad.output
+
+
+def test_f3_verdict_judges_the_papers_budget_and_reports_the_long_arm():
+    tables = synthetic_tables()
+    text, holds = all_figures()["F3"].verdict(tables)
+    n = tables["deep_dynamics"]["nodes"]
+    last = n[(n.arm == "plain") & (n.step == n[n.arm == "plain"].step.max()) & (n.layer == 0)]
+    ratio = last[last.best_corr > 0.9].fanout_norm.median() / last[last.best_corr < 0.6].fanout_norm.median()
+    assert holds is bool(ratio > 2) and text.startswith(f"layer 0 at the end: median fan-out of nodes with best "
+                                                         f"correlation > 0.9 is {ratio:.1f}x")
+    assert text.endswith("; long arm (epoch 40): 100.0x (4 vs 14 nodes)")  # synthetic: 1.0 vs 0.01; 2 + 7 of 12 per member
+    df = all_figures()["F3"].data(tables)
+    assert set(df[df.series.str.contains("long")].series) == {"epoch 40 (long arm)"}
