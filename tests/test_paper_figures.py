@@ -447,3 +447,13 @@ def test_f3_verdict_judges_the_papers_budget_and_reports_the_long_arm():
     assert text.endswith("; long arm (epoch 40): 100.0x (4 vs 14 nodes)")  # synthetic: 1.0 vs 0.01; 2 + 7 of 12 per member
     df = all_figures()["F3"].data(tables)
     assert set(df[df.series.str.contains("long")].series) == {"epoch 40 (long arm)"}
+
+
+def test_f6_verdict_reports_the_rescaled_arm_seed_by_seed():
+    tables = synthetic_tables()
+    m = tables["lottery_tickets"]["members"]
+    n = m.member.nunique()
+    text, holds = all_figures()["F6"].verdict(tables)
+    assert holds and text.endswith(f"(below re-initialised in {n} of {n} seeds)")  # synthetic: rescaled 0.1 below
+    m.loc[(m.arm == "rescaled") & (m.member == m.member.min()), "eval_loss"] = 9.0  # one seed worse than reinit
+    assert all_figures()["F6"].verdict(tables)[0].endswith(f"(below re-initialised in {n - 1} of {n} seeds)")

@@ -1,4 +1,11 @@
-"""F6: lottery tickets: final eval loss against keep fraction for five ways to retrain a pruned student."""
+"""F6: lottery tickets: final eval loss against keep fraction for five ways to retrain a pruned student.
+
+Follows the Luck Matters (2019) lottery-ticket discussion on this tool's default setting (8 seeds,
+20 epochs, node pruning per layer at keep 0.1/0.2/0.3, every retrain as long as the parent). The
+``rescaled`` arm is the explanation arm: the rewound nodes' initial weights rescaled to the
+pruned fan-in's init scale, to tell whether rewinding loses to re-initialising because of the
+init scale (a pruned layer keeps weights sized for its full fan-in) rather than the nodes chosen.
+"""
 
 from __future__ import annotations
 
@@ -36,10 +43,19 @@ def data(tables):
     return plot_frame(rows)
 
 
+def _rescaled_wins(m, keep) -> tuple[int, int]:
+    """Seeds (members) whose rescaled rewind ends below their re-initialised student, at ``keep``."""
+    at = m[m.keep == keep].pivot_table(index="member", columns="arm", values="eval_loss")
+    return int((at["rescaled"] < at["reinit"]).sum()), len(at)
+
+
 def verdict(tables):
     m = tables["lottery_tickets"]["members"]
     k = m[m.arm != "full"].keep.min()
     loss = m[m.keep == k].groupby("arm").eval_loss.mean()
     text = (f"eval loss at keep {k:g}: rewind {loss['rewind']:.3g}, re-initialised {loss['reinit']:.3g}, "
             f"random {loss['random']:.3g}, late rewind {loss['late']:.3g}")
+    if "rescaled" in loss:  # the explanation arm: the same nodes, their init rescaled to the pruned fan-in
+        wins = _rescaled_wins(m, k)
+        text += f", rescaled rewind {loss['rescaled']:.3g} (below re-initialised in {wins[0]} of {wins[1]} seeds)"
     return text, bool(loss["rewind"] < loss["reinit"] and loss["rewind"] < loss["random"])
