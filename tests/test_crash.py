@@ -50,8 +50,8 @@ SCRIPTS = {
     "run": PRELUDE + "from teacherstudent.simulate import run_experiment\nrun_experiment(cfg, root, device='cpu')\n",
     "probe": PRELUDE + ("from teacherstudent.probes import run_lottery\n"
                         "run_lottery(root / cfg.run_id, {'keep': 0.5, 'by': 'fanout'}, root=root, device='cpu')\n"),
-    "experiment": PRELUDE + ("from teacherstudent.experiments import run_named\n"
-                             "run_named('tinyexp', root, 'cpu', root=Path(sys.argv[2]))\n"),
+    "experiment": PRELUDE + ("from teacherstudent.experiments import StudyOptions, run_named\n"
+                             "run_named('tinyexp', StudyOptions(root, 'cpu', root=Path(sys.argv[2])))\n"),
 }
 EXPERIMENT = '''"""Two tiny arms (crash test)."""
 from teacherstudent.summary import read_table
@@ -92,7 +92,7 @@ def launch(kind: str, root: Path, expdir: Path, crash_at: int | None = None, kil
 def count_writes(kind: str, root: Path, expdir: Path) -> int:
     """Atomic writes of an uninterrupted run of the scenario, counted in this process."""
     import teacherstudent.folder as store
-    from teacherstudent.experiments import run_named
+    from teacherstudent.experiments import StudyOptions, run_named
     from teacherstudent.probes import run_lottery
     from teacherstudent.simulate import run_experiment
 
@@ -106,7 +106,7 @@ def count_writes(kind: str, root: Path, expdir: Path) -> int:
         elif kind == "probe":
             run_lottery(root / cfg.run_id, {"keep": 0.5, "by": "fanout"}, root=root, device="cpu")
         else:
-            run_named("tinyexp", root, "cpu", root=expdir)
+            run_named("tinyexp", StudyOptions(root, "cpu", root=expdir))
         return store._writes
     finally:
         store._writes = 0

@@ -221,9 +221,9 @@ def test_benchmark_loop_reference_equals_batched():
 
 
 def test_beta_lshape_experiment_tables(tmp_path):
-    from teacherstudent.experiments import run_named
+    from teacherstudent.experiments import StudyOptions, run_named
 
-    res = run_named("beta_lshape", tmp_path, "cpu", ["teacher.widths=[3, 4]", "teacher.outputs=5",
+    res = run_named("beta_lshape", StudyOptions(tmp_path, "cpu"), ["teacher.widths=[3, 4]", "teacher.outputs=5",
                                                       "teacher.reference_samples=1000", "inputs.train_samples=256",
                                                       "inputs.eval_samples=128", "student.multiplier=2", "student.seeds=[0, 1]",
                                                       "training.epochs=2", "measure.theory_samples=64"])
