@@ -27,7 +27,8 @@ Without ``quick`` the table is ignored; asking for ``quick`` of an experiment wi
 is a ``UserError``.
 
 ``run_study(name, StudyOptions(...), overrides)`` loads the base config (plus ``--set``
-overrides), expands and packs the study (``StudyOptions``: which runs, and where and how they train), trains its runs on an executor (``teacherstudent.executors``: local worker
+overrides), expands and packs the study (``StudyOptions``: which runs, and where and how
+they train), trains its runs on an executor (``teacherstudent.executors``: local worker
 processes or Dask; finished runs are skipped, interrupted ones resume, so a second call
 only recomputes the tables) and writes each table as
 ``<out>/experiments/<name>/<table>.parquet`` and ``.csv``, beside ``runs.csv`` (the plan
@@ -102,8 +103,9 @@ def load_experiment(name: str, root: str | Path | None = None) -> ModuleType:
 
 @dataclass(frozen=True)
 class StudyOptions:
-    """Which study's runs and where and how they train, one value for ``run_study``, ``plan_study``,
-    ``paper.build_figures`` and ``plan.figures_plan`` (as ``simulate.RunOptions`` is for one run).
+    """Which study's runs and where and how they train: one value for ``run_study``, ``run_named``,
+    ``plan_study``, ``paper.build_figures`` and ``plan.figures_plan`` (as ``simulate.RunOptions``
+    is for one run).
 
     Which runs: the experiments' folder ``root`` (default ``analysis/``), ``quick`` (the file's
     ``[quick]`` table), ``seeds`` (replace the study's student seeds) and ``members_per_run``

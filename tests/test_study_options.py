@@ -120,3 +120,16 @@ def test_experiment_run_passes_one_options_object(tmp_path, monkeypatch):
             opts.force) == (tmp_path / "runs", "cpu", True, 1, 1, (1, 2), "skip", True)
     assert opts.executor.name == "local"  # made before the progress bar, closed by run_study
     assert all(callable(f) for f in (opts.on_progress, opts.on_report, opts.on_probe))
+
+
+def test_the_0_2_compatibility_entry_points_are_gone():
+    """0.5.0: ``run(cfg, RunOptions(...))`` and ``Trainer(build(cfg, device))`` are the entry points."""
+    import teacherstudent
+    from teacherstudent import simulate
+
+    for name in ("run_experiment", "Simulation"):
+        assert not hasattr(simulate, name) and name not in simulate.__all__ and name not in teacherstudent.__all__
+    with pytest.raises(AttributeError):
+        teacherstudent.run_experiment  # noqa: B018
+    assert teacherstudent.StudyOptions is StudyOptions and teacherstudent.run_study.__module__ == "teacherstudent.experiments"
+    assert simulate.RunOptions(out="x").out == Path("x")

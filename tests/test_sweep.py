@@ -197,14 +197,14 @@ def test_packed_and_unpacked_studies_give_the_same_tables(tmp_path):
 # ---- plan, status, the lock -------------------------------------------------------------------
 
 def test_plan_and_status_read_the_run_store(tmp_path):
-    from teacherstudent.simulate import run_experiment
+    from teacherstudent.simulate import RunOptions, run
 
     root = write_study(tmp_path / "analysis", '[sweep]\nseeds = "0-1"\n[sweep.grid]\n"student.multiplier" = [2, 3]\n')
     out = tmp_path / "runs"
     _, study = plan_study("tiny_study", StudyOptions(root=root))
     assert len(study.runs) == 4
-    run_experiment(study.runs[0].cfg, out, "cpu")
-    run_experiment(study.runs[1].cfg, out, "cpu", max_steps=8)
+    run(study.runs[0].cfg, RunOptions(out, "cpu"))
+    run(study.runs[1].cfg, RunOptions(out, "cpu", max_steps=8))
     with locked(out / study.runs[2].run_id):
         assert is_locked(out / study.runs[2].run_id)
         res = runner.invoke(app, ["experiment", "plan", "tiny_study", "--dir", str(root), "--out", str(out)])
