@@ -33,7 +33,7 @@ import typer
 
 from teacherstudent.config import load_config, parse_seeds
 from teacherstudent.probes import member_summary, run_lottery, run_reinit
-from teacherstudent.simulate import run_experiment
+from teacherstudent.simulate import RunOptions, run
 
 ARMS = {"rewind": ("alignment", "init"), "late": ("alignment", "step"), "rescaled": ("alignment", "rescaled"),
         "reinit": ("alignment", "reinit"), "random": ("random", "init"), "fanout": ("fanout", "init")}
@@ -108,7 +108,7 @@ def main(out: Path = typer.Option(Path("runs"), help="Runs root (parent and prob
         if step == total:
             print(f"  trained {label}", flush=True)
 
-    parent = run_experiment(cfg, out, device, command=["analysis/lottery_probe.py"])
+    parent = run(cfg, RunOptions(out, device, command=["analysis/lottery_probe.py"]))
     print(f"parent {parent.name}", flush=True)
     frames = [_members(parent, 1.0, "full")]
     for keep in keep_list:

@@ -50,6 +50,7 @@ def figure_rows(plan, build: Path | None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from teacherstudent.experiments import StudyOptions
     from teacherstudent.plan import figures_plan, format_duration
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        plan = figures_plan(a.names or None, a.quick, Path(tmp) / "runs", a.device)  # empty store: count it all
+        opts = StudyOptions(out=Path(tmp) / "runs", quick=a.quick, device=a.device)  # empty store: count it all
+        plan = figures_plan(a.names or None, opts)
     rows = figure_rows(plan, a.build)
     cols = ["figure", "experiments", "runs", "probes", "student_steps", "estimated_s"]
     cols += ["measured_s", "measured/estimated"] if a.build else []
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            build_figures(a.names or None, Path(tmp) / "figs", Path(tmp) / "runs", quick=a.quick, device=a.device)
+            build_figures(a.names or None, StudyOptions(out=Path(tmp) / "runs", quick=a.quick, device=a.device),
+                          Path(tmp) / "figs")
             wall = time.perf_counter() - t0
         print(f"built here: {format_duration(wall)} wall ({total / wall:,.0f} student-steps/s over the whole build; "
               f"{wall / plan.seconds:.2f} x the estimate)" if plan.seconds else f"built here: {wall:.0f} s")

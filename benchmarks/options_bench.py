@@ -18,7 +18,8 @@ import time
 import torch
 
 from teacherstudent.config import load_config
-from teacherstudent.simulate import Simulation
+from teacherstudent.build import build
+from teacherstudent.loop import Trainer
 
 OPTIONS = {
     "sgd (fused)": [],
@@ -36,7 +37,7 @@ OPTIONS = {
 def rates(K: int, steps: int, repeats: int) -> dict[str, tuple[str, float]]:
     """Student-steps per second of every option at K members: the options take turns, one
     timing each per round, best of ``repeats`` rounds (a load that drifts hits them alike)."""
-    sims = {name: Simulation(load_config(None, [f"student.seeds={list(range(K))}", *extra]), torch.device("cpu"))
+    sims = {name: Trainer(build(load_config(None, [f"student.seeds={list(range(K))}", *extra]), torch.device("cpu")))
             for name, extra in OPTIONS.items()}
     for sim in sims.values():
         sim.train_until(5)  # warm up

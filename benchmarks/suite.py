@@ -29,7 +29,8 @@ import torch
 
 from teacherstudent.config import load_config
 from teacherstudent.ensemble import as_modules
-from teacherstudent.simulate import Simulation
+from teacherstudent.build import build
+from teacherstudent.loop import Trainer
 
 ORIGINAL_CODE_STEPS_PER_S = 300.0  # quoted in the performance issue for the original research code, same machine
 SETTINGS = {"default": [10, 15, 20, 25], "large": [50, 75, 100, 125]}
@@ -88,13 +89,13 @@ def _config(teacher_widths: list[int], K: int, backend: str = "auto"):
                               f"training.backend='{backend}'"])
 
 
-def _ensemble_rate(sim: Simulation, steps: int, repeats: int) -> float:
+def _ensemble_rate(sim: Trainer, steps: int, repeats: int) -> float:
     def go():
         sim.train_until(sim.step + steps)
     return sim.ens.K * steps / _best_time(go, repeats, sim.device)
 
 
-def _reference_rate(sim: Simulation, steps: int, repeats: int) -> float:
+def _reference_rate(sim: Trainer, steps: int, repeats: int) -> float:
     """K ordinary students, one ``nn.Module`` and one ``torch.optim.SGD`` each, same batches."""
     nets = as_modules(sim.ens)
     opts = [torch.optim.SGD(n.parameters(), lr=sim.cfg.training.lr) for n in nets]
@@ -114,7 +115,7 @@ def _reference_rate(sim: Simulation, steps: int, repeats: int) -> float:
     return len(nets) * steps / _best_time(go, repeats, sim.device)
 
 
-def _torch_func_rate(sim: Simulation, steps: int, repeats: int) -> float:
+def _torch_func_rate(sim: Trainer, steps: int, repeats: int) -> float:
     """PyTorch's model-ensembling recipe: the K ``nn.Module`` students stacked with
     ``torch.func.stack_module_state``, per-member gradients by ``vmap(grad(loss))`` over
     ``functional_call`` on a meta-device copy, plain SGD on the stacked tensors; same batches."""
@@ -145,7 +146,7 @@ def _torch_func_rate(sim: Simulation, steps: int, repeats: int) -> float:
     return len(nets) * steps / _best_time(go, repeats, sim.device)
 
 
-def memory_per_member(sim: Simulation) -> dict:
+def memory_per_member(sim: Trainer) -> dict:
     p = sum(t.numel() * t.element_size() for t in sim.ens.state()) / sim.ens.K
     opt_state = sum(v.numel() * v.element_size() for s in sim.opt.state.values() for v in s.values()
                     if torch.is_tensor(v)) / sim.ens.K
@@ -179,7 +180,7 @@ def run_suite(quick: bool = False, device: str = "cpu", settings: tuple[str, ...
                 sim = None  # free the previous simulation before measuring this one's peak
                 if dev.type == "cuda":  # the peak reported for this (setting, K), not the largest one so far
                     torch.cuda.reset_peak_memory_stats(dev)
-                sim = Simulation(_config(widths, K, backend), dev)
+                sim = Trainer(build(_config(widths, K, backend), dev))
                 rates[path] = _ensemble_rate(sim, steps, repeats)
                 if path == "fast":
                     mem = memory_per_member(sim)
@@ -194,7 +195,7 @@ def run_suite(quick: bool = False, device: str = "cpu", settings: tuple[str, ...
             rows.append(Row("memory", setting, K, "fast", extra=mem))
     # measurement cost at the default schedule: one measure() per epoch of training
     for K in (max(members),):
-        sim = Simulation(_config(SETTINGS["default"], K), dev)
+        sim = Trainer(build(_config(SETTINGS["default"], K), dev))
         steps = 60 if quick else 200
         step_rate = _ensemble_rate(sim, steps, repeats) / K  # ensemble steps per second
         t_measure = _best_time(sim.snapshot, repeats, dev)

@@ -68,14 +68,14 @@ def main() -> None:
     ap.add_argument("--modes", default="sequential,local,dask")
     args = ap.parse_args()
 
-    from teacherstudent.experiments import plan_study, run_study
+    from teacherstudent.experiments import StudyOptions, plan_study, run_study
 
     work = Path(tempfile.mkdtemp(prefix="sweep_bench_"))
     root = work / "analysis"
     root.mkdir()
     (root / "bench_study.py").write_text(STUDY_PY)
     (root / "bench_study.toml").write_text(STUDY_TOML.format(epochs=args.epochs, teacher_seeds=list(range(args.runs))))
-    _, study = plan_study("bench_study", [], root)
+    _, study = plan_study("bench_study", StudyOptions(root=root))
     steps = sum(r.student_steps for r in study.runs)
     cores = os.cpu_count()
     print(f"study: {len(study.runs)} runs x {study.runs[0].members} members x {study.runs[0].cfg.total_steps} steps "
@@ -88,7 +88,7 @@ def main() -> None:
         for mode in args.modes.split(","):
             out = work / mode
             t0 = time.perf_counter()
-            res = run_study("bench_study", out, "cpu", root=root, **modes[mode])
+            res = run_study("bench_study", StudyOptions(out, "cpu", root=root, **modes[mode]))
             wall = time.perf_counter() - t0
             assert not res.failed and res.counts()["done"] == len(study.runs), res.counts()
             rows.append((mode, wall, steps / wall))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -78,19 +79,14 @@ def run(
     """Train every run of an experiment's study (finished runs are skipped, interrupted ones resume) and write its tables."""
     from rich.progress import TimeRemainingColumn
 
-    from teacherstudent.executors import make_executor
-    from teacherstudent.experiments import plan_study, run_study, study_progress
-    from teacherstudent.simulate import pick_device
+    from teacherstudent.experiments import StudyOptions, plan_study, run_study, study_progress
 
-    pick_device(device)
-    _, study = plan_study(name, list(set_), root, members_per_run, _seeds(seeds), quick)  # bad input fails here, before any bar
+    opts = StudyOptions(out=out, device=device, root=root, quick=quick, seeds=_seeds(seeds),
+                        members_per_run=members_per_run, executor=executor, workers=workers, scheduler=scheduler,
+                        when_locked=when_locked, force=force, command=sys.argv)  # bad options: one line, here
+    _, study = plan_study(name, opts, list(set_))  # bad input fails here, before any bar
     done, total = study_progress(study, out)
-    from teacherstudent.errors import UserError
-    from teacherstudent.lock import WHEN_LOCKED
-
-    if when_locked not in WHEN_LOCKED:
-        raise UserError(f"unknown --when-locked {when_locked!r}; known: {', '.join(WHEN_LOCKED)}")
-    ex = make_executor(executor, workers, scheduler)  # a missing extra or an unreachable scheduler: one line, here
+    ex = opts.make_executor()  # a missing extra or an unreachable scheduler: one line, here
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
                   TextColumn("student-steps"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                   console=console) as progress:
@@ -108,8 +104,8 @@ def run(
         def on_probe(label: str, i: int, n: int) -> None:
             progress.update(task, description=f"{name}: probe {label} ({i}/{n})")
 
-        res = run_study(name, out, device, list(set_), root, ex, workers, scheduler, members_per_run,
-                        _seeds(seeds), when_locked, force, sys.argv, on_progress, on_report, quick, on_probe)
+        res = run_study(name, replace(opts, executor=ex, on_progress=on_progress, on_report=on_report,
+                                      on_probe=on_probe), list(set_))
     counts = res.counts()
     t = Table(title=f"{name}: {len(res.reports)} runs")
     for col in ("done", "resumed", "skipped", "failed"):
@@ -134,10 +130,11 @@ def run(
 
 
 def _plan(name, set_, out, root, members_per_run, seeds, title: str, quick: bool = False) -> None:
-    from teacherstudent.experiments import plan_study, study_progress
+    from teacherstudent.experiments import StudyOptions, plan_study, study_progress
     from teacherstudent.sweep import plan_table
 
-    _, study = plan_study(name, list(set_), root, members_per_run, _seeds(seeds), quick)
+    opts = StudyOptions(out=out, root=root, quick=quick, seeds=_seeds(seeds), members_per_run=members_per_run)
+    _, study = plan_study(name, opts, list(set_))
     df = plan_table(study, out)
     t = Table(title=f"{name}: {title}")
     for col in ("#", "run", "arms", "seeds", "state", "student-steps"):

@@ -29,15 +29,14 @@ def figures(
                                   "estimate the time (--no-estimate: counts only, instantly)."),
 ) -> None:
     """Build the paper figures: train what is missing, draw PNG + PDF + CSV per figure, write index.html."""
-    from teacherstudent.executors import EXECUTORS
-    from teacherstudent.errors import UserError
+    from teacherstudent.experiments import StudyOptions
     from teacherstudent.paper import build_figures, experiment_plan, resolve
 
-    if executor not in EXECUTORS:
-        raise UserError(f"unknown --executor {executor!r}; known: {', '.join(EXECUTORS)}")
-    experiment_plan(resolve(names), quick)  # bad names and configs fail here, before the bar
+    opts = StudyOptions(out=runs, device=device, quick=quick, executor=executor, workers=workers,
+                        scheduler=scheduler, command=sys.argv)  # bad options: one line, here
+    experiment_plan(resolve(names), opts)  # bad names and configs fail here, before the bar
     if plan:
-        print_plan(names, quick, runs, device, estimate)
+        print_plan(names, opts, estimate)
         return
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
@@ -46,7 +45,7 @@ def figures(
         def on_progress(done: float, total: float, what: str) -> None:
             progress.update(task, completed=done, total=total, description=what)
 
-        res = build_figures(names, out, runs, quick, executor, workers, scheduler, device, sys.argv, on_progress)
+        res = build_figures(names, opts, out, on_progress)
     t = Table(title=f"{len(res.figures)} figures in {res.seconds:.0f} s")
     for col in ("figure", "claim holds", "measured", "train s", "draw s"):
         t.add_column(col, justify="left" if col == "measured" else "right")
@@ -56,12 +55,13 @@ def figures(
     console.print(f"report:  {res.index}", markup=False, highlight=False)
 
 
-def print_plan(names: Optional[list[str]], quick: bool, runs: Path, device: str, estimate: bool) -> None:
+def print_plan(names: Optional[list[str]], opts, estimate: bool) -> None:
     """``figures --plan``: one row per experiment, then the total (see teacherstudent.plan)."""
     from teacherstudent.plan import figures_plan, format_duration
 
+    quick, device = opts.quick, opts.device
     with console.status("measuring the rate of each run shape..." if estimate else "planning..."):
-        p = figures_plan(names, quick, runs, device, measure=estimate)
+        p = figures_plan(names, opts, measure=estimate)
     t = Table(title=f"teacherstudent figures{' --quick' if quick else ''}: the plan (nothing trained)")
     cols = ["experiment", "figures", "runs to train", "student-steps to train", "probe retrains"]
     cols += ["student-steps/s", "estimated time"] if estimate else []

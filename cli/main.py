@@ -70,7 +70,8 @@ def run(
 ) -> None:
     """Train an ensemble of students on a teacher and track node alignment."""
     from teacherstudent.config import load_config, parse_seeds
-    from teacherstudent.simulate import pick_device, run_experiment
+    from teacherstudent import simulate
+    from teacherstudent.simulate import RunOptions, pick_device
     from teacherstudent.store import run_status
 
     overrides = list(set_)
@@ -104,7 +105,7 @@ def run(
                         progress.update(task, completed=step, total=total)
 
                 try:
-                    folder = run_experiment(cfg, out, device, on_progress=on_progress, command=sys.argv, force=force)
+                    folder = simulate.run(cfg, RunOptions(out, device, command=sys.argv, force=force, on_progress=on_progress))
                 except KeyboardInterrupt:
                     err_console.print(f"interrupted: {folder} keeps its last checkpoint; run the same command again to resume")
                     raise typer.Exit(130) from None

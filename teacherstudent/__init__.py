@@ -13,7 +13,8 @@ __version__ = "0.4.0"
 
 _LAZY = {
     "ExperimentConfig": "config", "load_config": "config", "UserError": "errors", "run": "simulate",
-    "run_experiment": "simulate", "RunOptions": "simulate", "load_runs": "store",
+    "RunOptions": "simulate", "load_runs": "store",
+    "run_study": "experiments", "StudyOptions": "experiments",
 }
 
 __all__ = [*_LAZY, "__version__"]

@@ -87,10 +87,7 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None, cores: int | None = None):
-        if scheduler:
-            raise UserError("--scheduler needs --executor dask")
-        if workers is not None and workers < 1:
-            raise UserError(f"--workers must be at least 1, got {workers}")
+        # workers >= 1 and no scheduler: checked with the rest of the study's options (experiments.StudyOptions)
         self.requested = workers
         self.cores = cores or available_cores()
 

@@ -26,8 +26,9 @@ them before any ``--set`` override, so quick runs are ordinary runs with their o
 Without ``quick`` the table is ignored; asking for ``quick`` of an experiment without one
 is a ``UserError``.
 
-``run_study`` loads the base config (plus ``--set`` overrides), expands and packs the
-study, trains its runs on an executor (``teacherstudent.executors``: local worker
+``run_study(name, StudyOptions(...), overrides)`` loads the base config (plus ``--set``
+overrides), expands and packs the study (``StudyOptions``: which runs, and where and how
+they train), trains its runs on an executor (``teacherstudent.executors``: local worker
 processes or Dask; finished runs are skipped, interrupted ones resume, so a second call
 only recomputes the tables) and writes each table as
 ``<out>/experiments/<name>/<table>.parquet`` and ``.csv``, beside ``runs.csv`` (the plan
@@ -40,7 +41,7 @@ import importlib.util
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -101,6 +102,78 @@ def load_experiment(name: str, root: str | Path | None = None) -> ModuleType:
 
 
 @dataclass(frozen=True)
+class StudyOptions:
+    """Which study's runs and where and how they train: one value for ``run_study``, ``run_named``,
+    ``plan_study``, ``paper.build_figures`` and ``plan.figures_plan`` (as ``simulate.RunOptions``
+    is for one run).
+
+    Which runs: the experiments' folder ``root`` (default ``analysis/``), ``quick`` (the file's
+    ``[quick]`` table), ``seeds`` (replace the study's student seeds) and ``members_per_run``
+    (seeds per ensemble run; default: as many as fit about 1 GB): these choose the runs and
+    their ids. Where and how (none of it changes any run's results): the run store ``out``,
+    the ``device``, the ``executor`` (a name in ``executors.EXECUTORS`` or an executor made by
+    ``make_executor``, which ``run_study`` closes), its ``workers`` and ``scheduler`` (Dask's
+    address), ``when_locked`` (a run another process trains: ``wait`` or ``skip``), ``force``
+    (train finished runs again), the ``command`` recorded in meta.json and study.json, and the
+    callbacks ``on_progress(done, total)`` (finished student-steps, about twice a second),
+    ``on_report(report)`` (each run's report as it ends) and ``on_probe(label, i, n)`` (before
+    the i-th of n probes trains). Every bad value is a one-line ``UserError`` when the options
+    are made, before anything is planned or trained."""
+
+    out: Path = Path("runs")
+    device: str = "auto"
+    root: Path | None = None
+    quick: bool = False
+    seeds: tuple[int, ...] | None = None
+    members_per_run: int | None = None
+    executor: Any = "local"  # a name in executors.EXECUTORS, or an executor object
+    workers: int | None = None
+    scheduler: str | None = None  # with executor "dask": tcp://HOST:8786 (none: a local cluster)
+    when_locked: str = "wait"
+    force: bool = False
+    command: list[str] | None = None
+    on_progress: Callable[[int, int], None] | None = None
+    on_report: Callable[[dict], None] | None = None
+    on_probe: Callable[[str, int, int], None] | None = None
+
+    def __post_init__(self) -> None:
+        from .devices import pick_device
+        from .executors import EXECUTORS
+        from .lock import WHEN_LOCKED
+        from .registry import lookup
+
+        object.__setattr__(self, "out", Path(self.out))
+        if self.root is not None:
+            object.__setattr__(self, "root", Path(self.root))
+        for flag, value in (("--workers", self.workers), ("--members-per-run", self.members_per_run)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UserError(f"{flag} must be at least 1, got {value!r} (a whole number; leave it out for the default)")
+        if self.seeds is not None:
+            seeds = tuple(self.seeds) if isinstance(self.seeds, (list, tuple)) else None
+            if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+                raise UserError(f"--seeds {self.seeds!r}: give student seeds as whole numbers >= 0, e.g. 1-8 or 1,3,5")
+            object.__setattr__(self, "seeds", seeds)
+        if isinstance(self.executor, str):
+            lookup(EXECUTORS, "executor", self.executor)
+            if self.scheduler is not None and self.executor != "dask":
+                raise UserError(f"--scheduler needs --executor dask (got --executor {self.executor})")
+        elif not all(callable(getattr(self.executor, m, None)) for m in ("run", "threads", "close")):
+            raise UserError(f"executor {self.executor!r} is neither a name ({', '.join(EXECUTORS)}) nor an executor "
+                            "made by teacherstudent.executors.make_executor")
+        if self.when_locked not in WHEN_LOCKED:
+            raise UserError(f"unknown --when-locked {self.when_locked!r}; known: {', '.join(WHEN_LOCKED)}")
+        pick_device(self.device)  # an unknown or unavailable device
+
+    def make_executor(self):
+        """The executor these options name (a missing extra or an unreachable scheduler: one ``UserError``),
+        or the executor object they hold."""
+        from .executors import make_executor
+
+        return make_executor(self.executor, self.workers, self.scheduler) if isinstance(self.executor, str) \
+            else self.executor
+
+
+@dataclass(frozen=True)
 class ExperimentResult:
     folder: Path  # where the tables went
     runs: dict[str, Path]  # arm (with its point, when the study has axes) -> run folder (the first, if several)
@@ -139,14 +212,15 @@ def experiment_arms(name: str, overrides: list[str] | None = None, root: str | P
     return module, module.arms(base)
 
 
-def plan_study(name: str, overrides: list[str] | None = None, root: str | Path | None = None,
-               members_per_run: int | None = None, seeds: tuple[int, ...] | None = None, quick: bool = False
+def plan_study(name: str, opts: StudyOptions | None = None, overrides: list[str] | None = None
                ) -> tuple[ModuleType, Study]:
-    """The experiment module and its study: every arm at every sweep point, packed into runs
-    (nothing is trained; every bad input is a ``UserError`` here)."""
-    module = load_experiment(name, root)
-    base, sweep = base_config(name, overrides, root, quick)
-    return module, expand(name, module.arms(base), sweep, members_per_run, seeds)
+    """The experiment module and its study (``opts``' root, quick, seeds and members_per_run):
+    every arm at every sweep point, packed into runs (nothing is trained; every bad input is a
+    ``UserError`` here)."""
+    opts = opts if opts is not None else StudyOptions()
+    module = load_experiment(name, opts.root)
+    base, sweep = base_config(name, overrides, opts.root, opts.quick)
+    return module, expand(name, module.arms(base), sweep, opts.members_per_run, opts.seeds)
 
 
 @dataclass
@@ -191,38 +265,22 @@ def study_tables(module: ModuleType, study: Study, out: Path, children: dict[str
     return {t: pd.concat(dfs, ignore_index=True) for t, dfs in parts.items()}, ""
 
 
-def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrides: list[str] | None = None,
-              root: str | Path | None = None, executor: Any = "local", workers: int | None = None,
-              scheduler: str | None = None, members_per_run: int | None = None, seeds: tuple[int, ...] | None = None,
-              when_locked: str = "wait", force: bool = False, command: list[str] | None = None,
-              progress: Callable[[int, int], None] | None = None,
-              on_report: Callable[[dict], None] | None = None, quick: bool = False,
-              on_probe: Callable[[str, int, int], None] | None = None) -> StudyResult:
-    """Train every run of study ``name`` on ``executor`` and write its tables (see the module docstring).
+def run_study(name: str, opts: StudyOptions | None = None, overrides: list[str] | None = None) -> StudyResult:
+    """Train every run of study ``name`` as ``opts`` says (``StudyOptions``) and write its tables
+    (see the module docstring); ``overrides`` are ``--set`` fields over the base config.
 
-    ``executor`` is a name in ``executors.EXECUTORS`` or an executor made by ``make_executor``.
-    ``progress(done, total)`` gets the finished student-steps read from the run store about
-    twice a second; ``on_report(report)`` each run's report as it ends. A failing run does
-    not stop the others: its report says why (``StudyResult.failed``) and the tables are not
-    written. ``on_probe(label, i, n)`` is called before the i-th of the n ``probes()`` trains
-    (they run in this process after the arms). Every bad input raises ``UserError`` before
-    anything trains.
+    A failing run does not stop the others: its report says why (``StudyResult.failed``) and
+    the tables are not written. The experiment's ``probes()`` run in this process after the
+    arms. Every bad input raises ``UserError`` before anything trains.
     """
-    from .executors import make_executor
-    from .simulate import pick_device
-
-    out = Path(out)
-    module, study = plan_study(name, overrides, root, members_per_run, seeds, quick)
+    opts = opts if opts is not None else StudyOptions()
+    out = opts.out
+    module, study = plan_study(name, opts, overrides)
     check_probes(name, module, study)
-    pick_device(device)
-    from .lock import WHEN_LOCKED
-
-    if when_locked not in WHEN_LOCKED:
-        raise UserError(f"unknown --when-locked {when_locked!r}; known: {', '.join(WHEN_LOCKED)}")
     reports: list[dict] = []
     todo = []
     for r in study.runs:
-        if not force and run_status(out / r.run_id).get("state") == "finished":
+        if not opts.force and run_status(out / r.run_id).get("state") == "finished":
             reports.append({"run_id": r.run_id, "path": str(out / r.run_id), "outcome": "skipped", "error": None,
                             "notes": [], "seconds": 0.0})
             if all_diverged(out / r.run_id):
@@ -230,23 +288,23 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
         else:
             todo.append(r)
     for rep in reports:
-        if on_report:
-            on_report(rep)
+        if opts.on_report:
+            opts.on_report(rep)
     # an executor given as an object (the CLI makes it before its progress bar) is closed here too
-    ex = executor if not isinstance(executor, str) else make_executor(executor, workers, scheduler) if todo else None
+    ex = opts.executor if not isinstance(opts.executor, str) else opts.make_executor() if todo else None
 
     def poll() -> None:
-        if progress:
-            progress(*study_progress(study, out))
+        if opts.on_progress:
+            opts.on_progress(*study_progress(study, out))
     poll()
     try:
         if ex is not None:
             threads = ex.threads(len(todo))
-            specs = [job_spec(r, out, device, threads, when_locked, force, command) for r in todo]
+            specs = [job_spec(r, out, opts.device, threads, opts.when_locked, opts.force, opts.command) for r in todo]
             for rep in ex.run(specs, poll):
                 reports.append(rep)
-                if on_report:
-                    on_report(rep)
+                if opts.on_report:
+                    opts.on_report(rep)
                 poll()
     finally:
         if ex is not None:
@@ -256,12 +314,12 @@ def run_study(name: str, out: str | Path = "runs", device: str = "auto", overrid
     with locked(folder, say=say_nothing):  # two processes on one study: one writer at a time
         remove_temp_files(folder)  # left by a writer that was killed (a live one would hold the lock)
         write_csv(folder / "runs.csv", plan_table(study, out))
-        write_json(folder / "study.json", {"command": command, "reports": reports})
+        write_json(folder / "study.json", {"command": opts.command, "reports": reports})
     result = StudyResult(study, folder, reports, {})
     if result.failed:
         result.note = "tables not written: some runs failed"
         return result
-    children = run_probes(name, module, study, out, device, overrides, root, quick, command, on_probe)
+    children = run_probes(name, module, study, opts, overrides)
     result.tables, result.note = study_tables(module, study, out, children)
     with locked(folder, say=say_nothing):
         for tname, df in result.tables.items():
@@ -282,30 +340,30 @@ def check_probes(name: str, module: ModuleType, study: Study) -> None:
                         "(use --members-per-run >= the seed count)")
 
 
-def run_probes(name: str, module: ModuleType, study: Study, out: Path, device: str, overrides: list[str] | None,
-               root: str | Path | None, quick: bool, command: list[str] | None,
-               on_probe: Callable[[str, int, int], None] | None = None) -> dict[str, Path]:
-    """Run the experiment's ``probes(base)`` on its finished arms (in this process; finished
-    children are reused); probe label -> the (last) child run folder."""
+def run_probes(name: str, module: ModuleType, study: Study, opts: StudyOptions,
+               overrides: list[str] | None = None) -> dict[str, Path]:
+    """Run the experiment's ``probes(base)`` on its finished arms (in this process, on ``opts.device``,
+    in ``opts.out``; finished children are reused; ``opts.on_probe`` before each); probe label ->
+    the (last) child run folder."""
     if not callable(getattr(module, "probes", None)):
         return {}
     from .probes import PROBES
     from .runtime import busy_capped_threads
 
-    base, _ = base_config(name, overrides, root, quick)
-    parents = {lb.arm: out / study.runs_of(lb)[0].run_id for lb in study.labels}
+    base, _ = base_config(name, overrides, opts.root, opts.quick)
+    parents = {lb.arm: opts.out / study.runs_of(lb)[0].run_id for lb in study.labels}
     children = {}
     wanted = module.probes(base)
     for i, (label, (arm, fields)) in enumerate(wanted.items(), 1):
-        if on_probe:
-            on_probe(label, i, len(wanted))
+        if opts.on_probe:
+            opts.on_probe(label, i, len(wanted))
         fields = dict(fields)
         kind = fields.pop("kind")
         if arm not in parents or kind not in PROBES:
             raise UserError(f"experiment {name}: probe {label!r} names arm {arm!r} of {sorted(parents)} "
                             f"and kind {kind!r} of {sorted(PROBES)}")
         with busy_capped_threads():  # retrains in this process: as many threads as the machine has free
-            got = PROBES[kind](parents[arm], fields, root=out, device=device, command=command)
+            got = PROBES[kind](parents[arm], fields, root=opts.out, device=opts.device, command=opts.command)
         children[label] = got[-1] if isinstance(got, list) else got
     return children
 
@@ -315,17 +373,16 @@ def write_csv(path: Path, df: pd.DataFrame) -> None:
     atomic_write_bytes(path, df.to_csv(index=False).encode())
 
 
-def run_named(name: str, out: str | Path = "runs", device: str = "auto", overrides: list[str] | None = None,
-              root: str | Path | None = None, force: bool = False, command: list[str] | None = None
-              ) -> ExperimentResult:
+def run_named(name: str, opts: StudyOptions | None = None, overrides: list[str] | None = None) -> ExperimentResult:
     """Train the runs of experiment ``name`` in this process, one after another, and write its
-    tables (``run_study`` with one local worker); a failed run is a ``UserError``."""
-    res = run_study(name, out, device, overrides, root, executor="local", workers=1, force=force, command=command)
+    tables (``run_study`` with ``opts`` but one local worker); a failed run is a ``UserError``."""
+    opts = replace(opts if opts is not None else StudyOptions(), executor="local", workers=1, scheduler=None)
+    res = run_study(name, opts, overrides)
     if res.failed:
         first = res.failed[0]
         raise UserError(f"{len(res.failed)} run(s) of {name} failed: {', '.join(r['run_id'] for r in res.failed)} "
                         f"(first: {first['error']})")
-    runs = {lb.text: Path(out) / res.study.runs_of(lb)[0].run_id for lb in res.study.labels}
+    runs = {lb.text: opts.out / res.study.runs_of(lb)[0].run_id for lb in res.study.labels}
     return ExperimentResult(res.folder, runs, res.tables)
 
 

@@ -18,16 +18,19 @@ import html
 import importlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .errors import UserError
 from .folder import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from .experiments import StudyOptions
 
 
 def all_figures() -> dict[str, ModuleType]:
@@ -70,12 +73,12 @@ class BuildResult:
     index: Path | None = None
 
 
-def experiment_plan(figures: dict[str, ModuleType], quick: bool, root: str | Path | None = None) -> dict[str, Any]:
-    """Every experiment the figures need -> its study (nothing trained; bad input fails here)."""
+def experiment_plan(figures: dict[str, ModuleType], opts: StudyOptions | None = None) -> dict[str, Any]:
+    """Every experiment the figures need -> its study as ``opts`` plans it (nothing trained; bad input fails here)."""
     from .experiments import plan_study
 
     needed = dict.fromkeys(e for m in figures.values() for e in m.EXPERIMENTS)  # F1-F3 share one: plan it once
-    return {e: plan_study(e, root=root, quick=quick)[1] for e in needed}
+    return {e: plan_study(e, opts)[1] for e in needed}
 
 
 def figure_files(key: str, module: ModuleType, tables: dict[str, dict[str, pd.DataFrame]], out: Path,
@@ -91,25 +94,25 @@ def figure_files(key: str, module: ModuleType, tables: dict[str, dict[str, pd.Da
     return files, measured, bool(holds)
 
 
-def build_figures(names: list[str] | None = None, out: str | Path = "figures", runs: str | Path = "runs",
-                  quick: bool = False, executor: str = "local", workers: int | None = None,
-                  scheduler: str | None = None, device: str = "auto", command: list[str] | None = None,
+def build_figures(names: list[str] | None = None, opts: StudyOptions | None = None, out: str | Path = "figures",
                   progress: Callable[[float, float, str], None] | None = None,
-                  figures: dict[str, ModuleType] | None = None, root: str | Path | None = None) -> BuildResult:
-    """Run what is missing, draw every figure, write ``index.html`` (see the module docstring).
+                  figures: dict[str, ModuleType] | None = None) -> BuildResult:
+    """Run what is missing as ``opts`` says (``experiments.StudyOptions``: ``opts.out`` is the run
+    store, ``opts.quick`` the quick variant), draw every figure into ``out``, write ``index.html``
+    (see the module docstring).
 
     ``progress(done, total, what)`` gets the job's finished student-steps (each figure's drawing
-    counts as one more unit) as it goes. ``figures`` (default: all of ``teacherstudent_analysis.figures``)
-    and ``root`` (the experiments' folder, default ``analysis/``) are for tests.
+    counts as one more unit) as it goes; it replaces ``opts``' own ``on_progress`` and ``on_probe``.
+    ``figures`` (default: all of ``teacherstudent_analysis.figures``) is for tests, as is
+    ``opts.root`` (the experiments' folder, default ``analysis/``).
     """
-    from .experiments import run_study, study_progress
-    from .simulate import pick_device
+    from .experiments import StudyOptions, run_study, study_progress
 
     t0 = time.perf_counter()
+    opts = opts if opts is not None else StudyOptions()
     chosen = resolve(names, figures)
-    pick_device(device)
-    studies = experiment_plan(chosen, quick, root)
-    runs, out = Path(runs), Path(out)
+    studies = experiment_plan(chosen, opts)
+    runs, out, quick = opts.out, Path(out), opts.quick
     totals = {e: study_progress(s, runs) for e, s in studies.items()}
     total = sum(t for _, t in totals.values()) + len(chosen)
     done_before = 0.0
@@ -122,11 +125,9 @@ def build_figures(names: list[str] | None = None, out: str | Path = "figures", r
     seconds: dict[str, float] = {}
     for exp in studies:
         t = time.perf_counter()
-        res = run_study(exp, runs, device, root=root, executor=executor, workers=workers, scheduler=scheduler,
-                        command=command, quick=quick,
-                        progress=lambda d, _t, e=exp, b=done_before: tell(b + d, f"training {e}"),
-                        on_probe=lambda label, i, n, e=exp, b=done_before + totals[exp][1]:
-                        tell(b, f"probing {e}: {label} ({i}/{n})"))
+        res = run_study(exp, replace(opts, on_progress=lambda d, _t, e=exp, b=done_before: tell(b + d, f"training {e}"),
+                                     on_probe=lambda label, i, n, e=exp, b=done_before + totals[exp][1]:
+                                     tell(b, f"probing {e}: {label} ({i}/{n})")))
         if res.failed:
             first = res.failed[0]
             raise UserError(f"{len(res.failed)} run(s) of experiment {exp} failed (first: {first['run_id']}: "
@@ -154,7 +155,7 @@ def build_figures(names: list[str] | None = None, out: str | Path = "figures", r
     timings = pd.DataFrame([{"figure": f.key, "train_seconds": round(f.train_seconds, 1),
                              "render_seconds": round(f.render_seconds, 2), "holds": f.holds} for f in result.figures])
     atomic_write_bytes(out / "timings.csv", timings.to_csv(index=False).encode())
-    result.index = write_index(result, command, quick)
+    result.index = write_index(result, opts.command, quick)
     return result
 
 

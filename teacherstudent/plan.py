@@ -26,12 +26,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import ExperimentConfig
 from .sweep import Study, run_state
+
+if TYPE_CHECKING:
+    from .experiments import StudyOptions
 
 # what does not change a run's cost: seeds and rates (the rest of the config decides the shapes and counts)
 _FREE = {"seed", "seeds", "lr", "momentum", "epochs", "steps", "milestones", "strength_decay", "name",
@@ -129,19 +131,20 @@ def _sync(dev) -> None:
         torch.cuda.synchronize(dev)
 
 
-def figures_plan(names: list[str] | None = None, quick: bool = False, runs: str | Path = "runs",
-                 device: str = "auto", measure: bool = True, figures: dict[str, ModuleType] | None = None,
-                 root: str | Path | None = None) -> FiguresPlan:
-    """The plan of ``teacherstudent figures`` (same arguments): per experiment, the runs and
-    student-steps left to train and, with ``measure``, the estimated seconds (module docstring)."""
-    from .experiments import base_config, load_experiment
+def figures_plan(names: list[str] | None = None, opts: StudyOptions | None = None, measure: bool = True,
+                 figures: dict[str, ModuleType] | None = None) -> FiguresPlan:
+    """The plan of ``teacherstudent figures`` (the same names and ``StudyOptions``: its run store
+    ``out``, ``quick``, ``device`` and ``root``): per experiment, the runs and student-steps left to
+    train and, with ``measure``, the estimated seconds (module docstring)."""
+    from .experiments import StudyOptions, base_config, load_experiment
     from .paper import experiment_plan, resolve
     from .schedule import measure_steps
 
+    opts = opts if opts is not None else StudyOptions()
+    quick, runs, device, root = opts.quick, opts.out, opts.device, opts.root
     chosen = resolve(names, figures)
-    studies: dict[str, Study] = experiment_plan(chosen, quick, root)
+    studies: dict[str, Study] = experiment_plan(chosen, opts)
     users = {e: [k for k, m in chosen.items() if e in m.EXPERIMENTS] for e in studies}
-    runs = Path(runs)
     cache: dict[str, Rate] = {}
     t0 = time.perf_counter()
     plans = []

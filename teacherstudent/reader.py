@@ -30,11 +30,11 @@ def read_config(folder: Path) -> dict[str, Any]:
     """``config.json`` of a run folder, checked to be a complete, valid experiment config."""
     path = folder / "config.json"
     data = read_json(path)
-    missing = [k for k in ExperimentConfig.model_fields if k != "probe" and k not in data]  # run_experiment writes them all
+    missing = [k for k in ExperimentConfig.model_fields if k != "probe" and k not in data]  # simulate.run writes them all
     if missing:
         raise UserError(f"{path} is corrupted (no {', '.join(missing)}); delete the run folder and run again")
     try:
-        return build_config(data).model_dump(mode="json")  # as run_experiment wrote it (every field)
+        return build_config(data).model_dump(mode="json")  # as simulate.run wrote it (every field)
     except UserError as err:
         raise UserError(f"{path} is corrupted ({err}); delete the run folder and run again") from None
 

@@ -29,12 +29,7 @@ from .runtime import provenance
 from .steppers import DEFAULT_MEMORY_BUDGET
 from .store import RunFolder
 
-__all__ = ["RunOptions", "Simulation", "dry_run", "pick_device", "run", "run_experiment"]
-
-def Simulation(cfg: ExperimentConfig, device: torch.device, ensemble: Ensemble | None = None,
-               memory_budget: float = DEFAULT_MEMORY_BUDGET) -> Trainer:
-    """``Trainer(build(...))``: a run's trainer without a run folder (benchmarks, tests)."""
-    return Trainer(build(cfg, device, ensemble=ensemble), memory_budget)
+__all__ = ["RunOptions", "dry_run", "pick_device", "run"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +52,9 @@ class RunOptions:
     callbacks: tuple[Callback, ...] = field(default_factory=tuple)
     when_locked: str = "wait"  # another process training this run folder: "wait" for it or "skip" (RunLocked)
     resume_every_s: float | None = None  # None: TEACHERSTUDENT_RESUME_EVERY_S or DEFAULT_RESUME_EVERY_S
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))  # a str is fine too
 
 
 DEFAULT_RESUME_EVERY_S = 60.0
@@ -197,13 +195,3 @@ def dry_run(cfg: ExperimentConfig, opts: RunOptions = RunOptions()) -> dict:
 def _bad_checkpoint(folder: RunFolder, err: Exception) -> UserError:
     return UserError(f"checkpoint {folder.latest} does not hold this run's state ({type(err).__name__}: {err}); "
                      "delete it to start the run again")
-
-
-def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", device: str = "auto",
-                   on_progress: Callable[[int, int], None] | None = None, command: list[str] | None = None,
-                   max_steps: int | None = None, force: bool = False,
-                   init_ensemble: Callable[[torch.device, torch.dtype], Ensemble] | None = None,
-                   memory_budget: float = DEFAULT_MEMORY_BUDGET) -> Path:
-    """``run`` with the options as keywords (the 0.2 signature)."""
-    opts = RunOptions(Path(out), device, command, force, on_progress, max_steps, memory_budget)
-    return run(cfg, opts, init_ensemble)

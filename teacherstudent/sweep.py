@@ -262,8 +262,7 @@ def expand(name: str, arms: dict[str, ExperimentConfig], sweep: Sweep | None,
            members_per_run: int | None = None, seeds: tuple[int, ...] | None = None) -> Study:
     """Every arm at every point of ``sweep``, packed into runs. ``seeds`` (the ``--seeds`` flag)
     replaces the sweep's seeds."""
-    if members_per_run is not None and members_per_run < 1:
-        raise UserError(f"--members-per-run must be at least 1, got {members_per_run}")
+    # members_per_run >= 1: checked with the rest of the study's options (experiments.StudyOptions)
     seeds = seeds if seeds is not None else (sweep.seeds if sweep else None)
     points = sweep.points() if sweep else [{}]
     labelled = []

@@ -114,17 +114,17 @@ def tiny_config():
 
 @pytest.fixture
 def tmp_runs(tmp_path: Path) -> Path:
-    """An empty, not yet existing runs root (``run_experiment`` creates it)."""
+    """An empty, not yet existing runs root (``simulate.run`` creates it)."""
     return tmp_path / "runs"
 
 
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory) -> Path:
     """One finished run of ``tiny()`` on CPU, shared by the session: do not modify it."""
-    from teacherstudent.simulate import run_experiment
+    from teacherstudent.simulate import RunOptions, run
 
     root = tmp_path_factory.mktemp("shared_runs")
-    return run_experiment(tiny(), root, device="cpu", command=["pytest"])
+    return run(tiny(), RunOptions(root, "cpu", command=["pytest"]))
 
 
 def cli_sets(*overrides: str, **fields: Any) -> list[str]:

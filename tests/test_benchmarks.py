@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from teacherstudent.loop import Trainer as Simulation  # the class whose steps are counted
+from teacherstudent.loop import Trainer  # the class whose steps are counted
 
 from conftest import tiny
 
@@ -36,13 +36,13 @@ def test_benchmark_suite_reports_every_row_with_rates_and_ratios_from_its_own_ti
     monkeypatch.setattr(suite, "gemm_ceiling", lambda dev, repeats=5: real_gemm(dev, n=64, repeats=repeats))
 
     steps = {"ensemble": 0, "reference": 0}
-    real_train_until = Simulation.train_until
+    real_train_until = Trainer.train_until
 
     def counting_train_until(self, stop, on_step=None):
         steps["ensemble"] += self.ens.K * (stop - self.step)
         return real_train_until(self, stop, on_step)
 
-    monkeypatch.setattr(Simulation, "train_until", counting_train_until)
+    monkeypatch.setattr(Trainer, "train_until", counting_train_until)
     real_mse = torch.nn.functional.mse_loss
 
     def counting_mse(*args, **kwargs):  # the reference loop: one mse_loss per student per step

@@ -15,7 +15,7 @@ import typer
 from typer.testing import CliRunner
 
 from teacherstudent import runtime
-from teacherstudent.simulate import run_experiment
+from teacherstudent.simulate import RunOptions, run
 from teacherstudent_cli.main import app
 
 from conftest import file_bytes, tiny, tiny_overrides
@@ -55,7 +55,7 @@ def runs_root(tmp_path, finished_run) -> Path:
     """A runs root holding a copy of the session's finished run and an interrupted run."""
     root = tmp_path / "runs"
     shutil.copytree(finished_run, root / finished_run.name)
-    run_experiment(tiny("training.epochs=3"), root, device="cpu", max_steps=8, command=["pytest"])
+    run(tiny("training.epochs=3"), RunOptions(root, "cpu", max_steps=8, command=["pytest"]))
     return root
 
 
@@ -381,13 +381,13 @@ def test_choose_threads_honours_a_request(machine):
 
 def test_run_says_and_applies_the_thread_count_then_restores_it(tmp_path, machine, monkeypatch):
     seen = []
-    real = run_experiment
+    real = run
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("teacherstudent.simulate.run_experiment", spy)
+    monkeypatch.setattr("teacherstudent.simulate.run", spy)
     before = torch.get_num_threads()
     machine(1000.0, 2)  # badly oversubscribed
     result = invoke("run", "--out", tmp_path, "--device", "cpu", "--no-figure", *sets())

@@ -17,7 +17,7 @@ from teacherstudent.conv import ConvEnsemble, as_modules, as_samples
 from teacherstudent.errors import UserError
 from teacherstudent.loop import Trainer
 from teacherstudent.measure import measure
-from teacherstudent.simulate import run_experiment
+from teacherstudent.simulate import RunOptions, run
 from teacherstudent.store import load_torch
 
 from conftest import assert_user_error, invoke, tiny, tiny_overrides
@@ -186,10 +186,10 @@ def test_conv_run_through_the_cli_writes_the_tables_and_the_figure(tmp_path):
 
 def test_conv_run_resumes_bit_identical(tmp_path):
     cfg = conv("student.batchnorm=true", "training.momentum=0.9", "training.epochs=3")
-    whole = run_experiment(cfg, tmp_path / "a", device="cpu")
-    part = run_experiment(cfg, tmp_path / "b", device="cpu", max_steps=10)
+    whole = run(cfg, RunOptions(tmp_path / "a", "cpu"))
+    part = run(cfg, RunOptions(tmp_path / "b", "cpu", max_steps=10))
     assert json.loads((part / "status.json").read_text())["state"] == "interrupted"
-    run_experiment(cfg, tmp_path / "b", device="cpu")
+    run(cfg, RunOptions(tmp_path / "b", "cpu"))
     for a, b in zip(load_torch(whole / "checkpoints" / "final.pt")["weights"],
                     load_torch(part / "checkpoints" / "final.pt")["weights"], strict=True):
         assert torch.equal(a, b)
@@ -237,7 +237,7 @@ def test_channel_pruning_keeps_exactly_the_chosen_channels_and_pruned_ones_stay_
     from teacherstudent.probes.runs import load_probe
 
     cfg = conv("training.dtype='float64'", "student.seeds=[0, 1]")
-    parent = run_experiment(cfg, tmp_path, device="cpu")
+    parent = run(cfg, RunOptions(tmp_path, "cpu"))
     (child,) = run_lottery(parent, root=tmp_path, keep=0.5, by="fanout", rewind="init", device="cpu")
     kept = load_probe(child)["kept"]
     assert [k.shape for k in kept] == [(2, 6), (2, 9)]
@@ -280,7 +280,7 @@ def test_conv_magnitude_pruning_is_refused_and_reinit_probes_redraw_channels(tmp
     from teacherstudent.probes.lottery import run_lottery
     from teacherstudent.probes.reinit import run_reinit
 
-    parent = run_experiment(conv(), tmp_path, device="cpu")
+    parent = run(conv(), RunOptions(tmp_path, "cpu"))
     with pytest.raises(UserError, match="prune channels with --by fanout, alignment or random"):
         run_lottery(parent, root=tmp_path, keep=0.5, by="magnitude", device="cpu")
     from teacherstudent.probes.flatness import flatness_plan

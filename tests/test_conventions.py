@@ -13,7 +13,8 @@ from teacherstudent.config import load_config
 from teacherstudent.fast import loss_and_grads
 from teacherstudent.preset import list_presets, preset_header
 from teacherstudent.probes.select import alignment_scores
-from teacherstudent.simulate import Simulation, run_experiment
+from teacherstudent.loop import Trainer
+from teacherstudent.simulate import RunOptions, run
 
 from conftest import tiny
 
@@ -69,9 +70,9 @@ def test_sampling_with_replacement_is_reproducible_and_resumable(tmp_path):
     fixed = {tuple(r) for r in a._fixed[0].tolist()}
     assert rows <= fixed and not torch.equal(x1, a.epoch(2)[0])
     assert len(rows) < x1.shape[0]  # 160 draws from 512 with replacement: repeats (probability ~1 - 1e-11)
-    whole = run_experiment(cfg, tmp_path / "a", device="cpu")
-    part = run_experiment(cfg, tmp_path / "b", device="cpu", max_steps=10)
-    run_experiment(cfg, tmp_path / "b", device="cpu")
+    whole = run(cfg, RunOptions(tmp_path / "a", "cpu"))
+    part = run(cfg, RunOptions(tmp_path / "b", "cpu", max_steps=10))
+    run(cfg, RunOptions(tmp_path / "b", "cpu"))
     for t in ("metrics", "teacher_nodes"):
         pd.testing.assert_frame_equal(pd.read_parquet(whole / f"{t}.parquet").drop(columns="run"),
                                       pd.read_parquet(part / f"{t}.parquet").drop(columns="run"))
@@ -96,7 +97,7 @@ def test_half_sum_loss_and_gradient_against_autograd():
 @pytest.mark.parametrize("layers, bias", [(None, True), ([1], False)])
 def test_fan_in_renormalisation_keeps_unit_rows(layers, bias):
     extra = {"training__renorm_layers": layers} if layers is not None else {}
-    sim = Simulation(tiny(training__renorm="fan_in", training__renorm_bias=bias, **extra), CPU)
+    sim = Trainer(build(tiny(training__renorm="fan_in", training__renorm_bias=bias, **extra), CPU))
     sim.train_until(10)
     for l, (w, b) in enumerate(zip(sim.ens.weights, sim.ens.biases)):
         norm = (w.square().sum(2) + (b.square() if bias else 0)).sqrt()
@@ -105,8 +106,8 @@ def test_fan_in_renormalisation_keeps_unit_rows(layers, bias):
 
 
 def test_one_teacher_per_member_equals_separate_single_teacher_runs(tmp_path):
-    both = run_experiment(tiny(teacher__seeds=[3, 4], student__seeds=[0, 1], training__dtype="float64"), tmp_path / "k")
-    one = [run_experiment(tiny(teacher__seed=t, student__seeds=[s], training__dtype="float64"), tmp_path / f"s{t}")
+    both = run(tiny(teacher__seeds=[3, 4], student__seeds=[0, 1], training__dtype="float64"), RunOptions(tmp_path / "k"))
+    one = [run(tiny(teacher__seed=t, student__seeds=[s], training__dtype="float64"), RunOptions(tmp_path / f"s{t}"))
            for t, s in ((3, 0), (4, 1))]
     wk = torch.load(both / "checkpoints" / "final.pt")["weights"]
     for k, f in enumerate(one):

@@ -47,11 +47,11 @@ root = Path(sys.argv[1])
 cfg = tiny(*{CFG!r})
 """
 SCRIPTS = {
-    "run": PRELUDE + "from teacherstudent.simulate import run_experiment\nrun_experiment(cfg, root, device='cpu')\n",
+    "run": PRELUDE + "from teacherstudent.simulate import RunOptions, run\nrun(cfg, RunOptions(root, 'cpu'))\n",
     "probe": PRELUDE + ("from teacherstudent.probes import run_lottery\n"
                         "run_lottery(root / cfg.run_id, {'keep': 0.5, 'by': 'fanout'}, root=root, device='cpu')\n"),
-    "experiment": PRELUDE + ("from teacherstudent.experiments import run_named\n"
-                             "run_named('tinyexp', root, 'cpu', root=Path(sys.argv[2]))\n"),
+    "experiment": PRELUDE + ("from teacherstudent.experiments import StudyOptions, run_named\n"
+                             "run_named('tinyexp', StudyOptions(root, 'cpu', root=Path(sys.argv[2])))\n"),
 }
 EXPERIMENT = '''"""Two tiny arms (crash test)."""
 from teacherstudent.summary import read_table
@@ -92,9 +92,9 @@ def launch(kind: str, root: Path, expdir: Path, crash_at: int | None = None, kil
 def count_writes(kind: str, root: Path, expdir: Path) -> int:
     """Atomic writes of an uninterrupted run of the scenario, counted in this process."""
     import teacherstudent.folder as store
-    from teacherstudent.experiments import run_named
+    from teacherstudent.experiments import StudyOptions, run_named
     from teacherstudent.probes import run_lottery
-    from teacherstudent.simulate import run_experiment
+    from teacherstudent.simulate import RunOptions, run
 
     old = os.environ.get(CRASH_ENV)
     os.environ[CRASH_ENV] = str(10**12)
@@ -102,11 +102,11 @@ def count_writes(kind: str, root: Path, expdir: Path) -> int:
     try:
         cfg = tiny(*CFG)
         if kind == "run":
-            run_experiment(cfg, root, device="cpu")
+            run(cfg, RunOptions(root, "cpu"))
         elif kind == "probe":
             run_lottery(root / cfg.run_id, {"keep": 0.5, "by": "fanout"}, root=root, device="cpu")
         else:
-            run_named("tinyexp", root, "cpu", root=expdir)
+            run_named("tinyexp", StudyOptions(root, "cpu", root=expdir))
         return store._writes
     finally:
         store._writes = 0
@@ -163,10 +163,10 @@ def _same_obj(x, y, where: str) -> None:
 @pytest.fixture
 def parent_root(tmp_path_factory) -> Path:
     """A finished parent run of ``CFG`` (the probe scenario's starting point)."""
-    from teacherstudent.simulate import run_experiment
+    from teacherstudent.simulate import RunOptions, run
 
     root = tmp_path_factory.mktemp("crash_parent")
-    run_experiment(tiny(*CFG), root, device="cpu")
+    run(tiny(*CFG), RunOptions(root, "cpu"))
     return root
 
 
@@ -210,14 +210,14 @@ def test_sigkill_at_random_points_resumes_bit_identical(tmp_path, parent_root, k
 
 def test_temp_files_of_a_dead_writer_go_when_the_run_is_opened_again(tmp_path):
     """A leftover ``.name.XXXX.tmp`` in the folder and in checkpoints/ is removed by the next run of it."""
-    from teacherstudent.simulate import run_experiment
+    from teacherstudent.simulate import RunOptions, run
 
     cfg = tiny()
-    folder = run_experiment(cfg, tmp_path, device="cpu", max_steps=8)
+    folder = run(cfg, RunOptions(tmp_path, "cpu", max_steps=8))
     for p in (folder / ".status.json.ab12.tmp", folder / "checkpoints" / ".latest.pt.cd34.tmp",
               folder / "parts" / ".metrics-000000000012.parquet.ef56.tmp"):
         p.write_bytes(b"half")
-    run_experiment(cfg, tmp_path, device="cpu")
+    run(cfg, RunOptions(tmp_path, "cpu"))
     assert not list(tmp_path.rglob(TEMP_GLOB))
 
 
@@ -230,7 +230,7 @@ def test_disk_full_mid_run_is_one_line_exit_1_and_the_same_command_resumes(tmp_p
     from typer.testing import CliRunner
 
     import teacherstudent.folder as store
-    from teacherstudent.simulate import run_experiment
+    from teacherstudent.simulate import RunOptions, run
     from teacherstudent_cli.main import app
 
     from conftest import tiny_overrides
@@ -259,7 +259,7 @@ def test_disk_full_mid_run_is_one_line_exit_1_and_the_same_command_resumes(tmp_p
     res = CliRunner().invoke(app, [str(a) for a in args])
     assert res.exit_code == 0, res.output
     assert not list(folder.rglob(TEMP_GLOB))
-    ref = run_experiment(tiny(*CFG), tmp_path / "ref", device="cpu")
+    ref = run(tiny(*CFG), RunOptions(tmp_path / "ref", "cpu"))
     assert_same_results(ref.parent, folder.parent)
 
 

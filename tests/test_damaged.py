@@ -145,11 +145,11 @@ def test_verify_says_what_it_cannot_repair(copy, tmp_path):
 
 
 def test_verify_resumes_an_interrupted_run_with_a_damaged_status(tmp_path):
-    from teacherstudent.simulate import run_experiment
+    from teacherstudent.simulate import RunOptions, run
 
     from conftest import tiny
 
-    folder = run_experiment(tiny(), tmp_path, device="cpu", max_steps=8)
+    folder = run(tiny(), RunOptions(tmp_path, "cpu", max_steps=8))
     (folder / "status.json").write_text("garbage")
     [rc] = verify(tmp_path, repair=True)
     assert rc.repaired.startswith("resumed") and not rc.problems and rc.state == "finished"

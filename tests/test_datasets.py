@@ -314,14 +314,14 @@ def test_pruning_keeps_the_largest_fanout_nodes_and_equals_switching_the_others_
 
 
 def test_a_tiny_conv_run_with_a_trained_pruned_teacher_end_to_end(cifar_dir, tmp_path):
-    from teacherstudent.simulate import run_experiment
+    from teacherstudent.simulate import RunOptions, run
     from teacherstudent.store import load_torch
 
     cfg = tiny("arch='conv'", "conv.stride=2", "teacher.widths=[4, 6]", "teacher.reference_samples=200",
                "inputs.kind='cifar10'", f"inputs.path='{cifar_dir}'", "inputs.sigma=1.0", "inputs.train_samples=64",
                "inputs.eval_samples=32", "student.multiplier=2", "training.epochs=1",
                "teacher.train={epochs=2, batch_size=8, prune=0.5, finetune_epochs=1}")
-    folder = run_experiment(cfg, tmp_path / "runs", device="cpu")
+    folder = run(cfg, RunOptions(tmp_path / "runs", "cpu"))
     report = json.loads((folder / "teacher.json").read_text())
     assert [s["stage"] for s in report["stages"]] == ["generated", "trained", "pruned", "finetuned"]
     assert report["widths"] == [2, 3] and report["test_accuracy"] == report["stages"][-1]["test_accuracy"]
@@ -340,7 +340,7 @@ def test_a_tiny_conv_run_with_a_trained_pruned_teacher_end_to_end(cifar_dir, tmp
 def test_dataset_labels_train_students_on_the_true_classes(mnist_dir, tmp_path):
     """labels='dataset': targets are the images' own classes, so the eval accuracy is against them."""
     from teacherstudent.build import build
-    from teacherstudent.simulate import run_experiment
+    from teacherstudent.simulate import RunOptions, run
 
     cfg = tiny("inputs.kind='mnist'", f"inputs.path='{mnist_dir}'", "inputs.sigma=1.0", "inputs.labels='dataset'",
                "training.loss='ce'", "teacher.reference_samples=200", "inputs.train_samples=40", "inputs.eval_samples=20")
@@ -350,23 +350,23 @@ def test_dataset_labels_train_students_on_the_true_classes(mnist_dir, tmp_path):
     std = make_inputs(cfg.inputs, cfg.teacher.d, 0).take("eval", torch.arange(20)).x
     idx = [int(torch.nonzero((std.float() == r.float()).all(1))[0]) for r in x_eval]
     assert p.data.y_eval.tolist() == [int(raw.test_y[i]) for i in idx]
-    folder = run_experiment(cfg, tmp_path / "runs", device="cpu")
+    folder = run(cfg, RunOptions(tmp_path / "runs", "cpu"))
     m = __import__("pandas").read_parquet(folder / "metrics.parquet")
     assert set(m[m.metric == "accuracy"].split) == {"eval"}
 
 
 def test_the_cifar10_teacher_experiment_runs_on_generated_files(cifar_dir, tmp_path):
-    from teacherstudent.experiments import run_named, run_study
+    from teacherstudent.experiments import StudyOptions, run_named, run_study
 
-    res = run_study("cifar10_teacher", tmp_path / "runs", "cpu", [f"inputs.path={cifar_dir}",
-                    "inputs.train_samples=64", "inputs.eval_samples=32", "teacher.reference_samples=200",
-                    "teacher.train.batch_size=8"], workers=1, quick=True)
+    res = run_study("cifar10_teacher", StudyOptions(tmp_path / "runs", "cpu", workers=1, quick=True),
+                    [f"inputs.path={cifar_dir}", "inputs.train_samples=64", "inputs.eval_samples=32",
+                     "teacher.reference_samples=200", "teacher.train.batch_size=8"])
     assert not res.failed, res.failed
     s = res.tables["summary"]
     assert set(s.arm) == {"trained", "generated"} and len(s) == 4
     assert s[s.arm == "trained"].teacher_width.tolist() == [2, 4] and s[s.arm == "generated"].teacher_width.tolist() == [4, 8]
     assert res.tables["teacher"].stage.tolist() == ["generated", "trained", "pruned", "finetuned"]
     with pytest.raises(UserError, match="missing data_batch_1"):
-        run_named("cifar10_teacher", tmp_path / "runs", "cpu", [f"inputs.path={tmp_path / 'runs'}"])
+        run_named("cifar10_teacher", StudyOptions(tmp_path / "runs", "cpu"), [f"inputs.path={tmp_path / 'runs'}"])
     with pytest.raises(UserError, match="inputs.kind='cifar10' reads local files: set inputs.path"):
-        run_named("cifar10_teacher", tmp_path / "runs", "cpu")
+        run_named("cifar10_teacher", StudyOptions(tmp_path / "runs", "cpu"))

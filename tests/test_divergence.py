@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from teacherstudent.ensemble import Ensemble
-from teacherstudent.simulate import Simulation, run_experiment
+from teacherstudent.build import build
+from teacherstudent.loop import Trainer
+from teacherstudent.simulate import RunOptions, run
 
 from conftest import cli_sets, invoke, tiny
 
@@ -27,7 +29,7 @@ def poison(ens: Ensemble, k: int, value: float = float("nan")) -> None:
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_a_poisoned_member_does_not_change_the_others(backend, value):
     cfg = tiny("student.seeds=[0, 1, 2]", "training.momentum=0.9", f"training.backend={backend}")
-    clean, bad = Simulation(cfg, CPU), Simulation(cfg, CPU)
+    clean, bad = Trainer(build(cfg, CPU)), Trainer(build(cfg, CPU))
     poison(bad.ens, 1, value)
     for stop in (5, 9, bad.total_steps):  # in segments, so the dead-member masking kicks in
         for sim in (clean, bad):
@@ -47,7 +49,7 @@ def test_a_poisoned_member_does_not_change_the_others(backend, value):
 
 def test_first_bad_step_is_the_step_that_went_non_finite():
     cfg = tiny("student.seeds=[0, 1, 2]")
-    sim = Simulation(cfg, CPU)
+    sim = Trainer(build(cfg, CPU))
     sim.train_until(10)
     assert sim.check_finite() == []
     poison(sim.ens, 2)
@@ -60,15 +62,15 @@ def test_first_bad_step_is_the_step_that_went_non_finite():
 
 
 @pytest.mark.parametrize("optimizer", [[], ["training.momentum=0.9"]], ids=["fused-sgd", "momentum"])
-def test_run_experiment_records_a_diverged_member_and_finishes_the_others(tmp_runs, optimizer):
+def test_run_records_a_diverged_member_and_finishes_the_others(tmp_runs, optimizer):
     cfg = tiny("student.seeds=[0, 1, 2]", *optimizer)
 
     def init_ensemble(device, dtype):
-        probe = Simulation(cfg, device)  # the ordinary initial students, then poison seed 1
+        probe = Trainer(build(cfg, device))  # the ordinary initial students, then poison seed 1
         poison(probe.ens, 1)
         return Ensemble([p.detach().clone() for p in probe.ens.params])
 
-    folder = run_experiment(cfg, tmp_runs, device="cpu", init_ensemble=init_ensemble, command=["pytest"])
+    folder = run(cfg, RunOptions(tmp_runs, "cpu", command=["pytest"]), init_ensemble=init_ensemble)
     status = json.loads((folder / "status.json").read_text())
     assert status["state"] == "finished" and status["step"] == status["total_steps"] == 16
     members = {m["member"]: m for m in status["members"]}
@@ -83,7 +85,7 @@ def test_run_experiment_records_a_diverged_member_and_finishes_the_others(tmp_ru
     nodes = pd.read_parquet(folder / "teacher_nodes.parquet")
     assert np.isfinite(nodes[nodes.member != 1].final_corr).all()
     # the healthy members ended exactly where an unpoisoned run ends
-    clean = run_experiment(cfg, tmp_runs.parent / "clean", device="cpu", command=["pytest"])
+    clean = run(cfg, RunOptions(tmp_runs.parent / "clean", "cpu", command=["pytest"]))
     w_bad = torch.load(folder / "checkpoints" / "final.pt", weights_only=False)["weights"]
     w_ok = torch.load(clean / "checkpoints" / "final.pt", weights_only=False)["weights"]
     for a, b in zip(w_bad, w_ok):
@@ -91,10 +93,10 @@ def test_run_experiment_records_a_diverged_member_and_finishes_the_others(tmp_ru
 
 
 def blown_up(cfg, k: int, factor: float = 10.0):
-    """``init_ensemble`` for ``run_experiment``: the ordinary initial students with every parameter
+    """``init_ensemble`` for ``simulate.run``: the ordinary initial students with every parameter
     of member ``k`` times ``factor`` (at lr 0.05 member ``k``'s loss goes non-finite at step 2 of 16)."""
     def init_ensemble(device, dtype):
-        ens = Simulation(cfg, device).ens
+        ens = Trainer(build(cfg, device)).ens
         with torch.no_grad():
             for p in ens.params:
                 p[k] *= factor
@@ -110,11 +112,11 @@ def test_a_run_with_a_diverged_member_resumes_to_the_same_status_and_tables(tmp_
     diverged (first_bad and the stopped flag come back from the checkpoint), and every table is the same."""
     cfg = tiny("student.seeds=[0, 1, 2]", "measure.every=steps", "measure.every_steps=4")
     init = blown_up(cfg, 1)
-    whole = run_experiment(cfg, tmp_path / "a", device="cpu", init_ensemble=init, command=["pytest"])
-    part = run_experiment(cfg, tmp_path / "b", device="cpu", init_ensemble=init, command=["pytest"], max_steps=8)
+    whole = run(cfg, RunOptions(tmp_path / "a", "cpu", command=["pytest"]), init_ensemble=init)
+    part = run(cfg, RunOptions(tmp_path / "b", "cpu", command=["pytest"], max_steps=8), init_ensemble=init)
     saved = torch.load(part / "checkpoints" / "latest.pt", weights_only=False)["trainer"]
     assert saved["step"] == 8 and saved["first_bad"].tolist() == [-1, 2, -1] and saved["dead"].tolist() == [False, True, False]
-    run_experiment(cfg, tmp_path / "b", device="cpu", init_ensemble=init, command=["pytest"])
+    run(cfg, RunOptions(tmp_path / "b", "cpu", command=["pytest"]), init_ensemble=init)
 
     def status(folder):
         st = json.loads((folder / "status.json").read_text())

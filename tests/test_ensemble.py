@@ -1,6 +1,6 @@
 """The stacked ensemble against ordinary per-student ``nn.Module``s.
 
-The key reference test: K students trained together through ``Simulation.train_until`` end
+The key reference test: K students trained together through ``Trainer.train_until`` end
 where K separately trained ``nn.Sequential`` students end, each with its own ``torch.optim``
 optimiser, fed the same batches in the same order, to ~1e-10 in float64.
 """
@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from teacherstudent.config import StudentConfig
 from teacherstudent.ensemble import Ensemble, as_modules, init_member
-from teacherstudent.simulate import Simulation
+from teacherstudent.build import build
+from teacherstudent.loop import Trainer
 from teacherstudent.train import member_loss
 
 from conftest import reference_optimizer, tiny
@@ -63,7 +64,7 @@ def batchnorm_modules(ens: Ensemble) -> list[torch.nn.Sequential]:
     return nets
 
 
-def train_reference(sim: Simulation, nets: list[torch.nn.Module], steps: int) -> None:
+def train_reference(sim: Trainer, nets: list[torch.nn.Module], steps: int) -> None:
     """Train each net alone on the simulation's batches, sliced as ``train_until`` slices them."""
     t, B, spe = sim.cfg.training, sim.cfg.training.batch_size, sim.steps_per_epoch
     opts = [reference_optimizer(net.parameters(), t) for net in nets]
@@ -84,7 +85,7 @@ def train_reference(sim: Simulation, nets: list[torch.nn.Module], steps: int) ->
             opt.step()
 
 
-def assert_matches(sim: Simulation, nets: list[torch.nn.Module], atol: float = 1e-10) -> None:
+def assert_matches(sim: Trainer, nets: list[torch.nn.Module], atol: float = 1e-10) -> None:
     linears = [[m for m in net if isinstance(m, torch.nn.Linear)] for net in nets]
     bns = [[m for m in net if isinstance(m, torch.nn.BatchNorm1d)] for net in nets]
     ens = sim.ens
@@ -122,7 +123,7 @@ TRAINING_CASES = {
 @pytest.mark.parametrize("case", list(TRAINING_CASES))
 def test_ensemble_training_equals_separately_trained_modules(case, backend):
     cfg = tiny(*REF, *TRAINING_CASES[case], f"training.backend={backend}")
-    sim = Simulation(cfg, CPU)
+    sim = Trainer(build(cfg, CPU))
     assert sim.fast == (backend == "fast")
     nets = as_modules(sim.ens)
     init = [p.detach().clone() for p in sim.ens.params]
@@ -138,7 +139,7 @@ def test_ensemble_training_equals_separately_trained_modules(case, backend):
 
 def test_member_chunked_fast_steps_equal_the_modules():
     cfg = tiny(*REF, "training.momentum=0.9", "training.backend=fast")
-    sim = Simulation(cfg, CPU, memory_budget=1)  # one member per chunk
+    sim = Trainer(build(cfg, CPU), 1)  # one member per chunk
     assert sim.stepper.chunk == 1 and sim.measure_chunk == 1
     nets = as_modules(sim.ens)
     sim.train_until(sim.total_steps)
@@ -149,7 +150,7 @@ def test_member_chunked_fast_steps_equal_the_modules():
 @pytest.mark.parametrize("optimizer", [("training.momentum=0.9",), ("training.optimizer=adam", "training.lr=0.01")])
 def test_batchnorm_students_train_like_batchnorm1d_modules(optimizer):
     cfg = tiny(*REF, "student.batchnorm=true", *optimizer)
-    sim = Simulation(cfg, CPU)
+    sim = Trainer(build(cfg, CPU))
     assert not sim.fast
     nets = batchnorm_modules(sim.ens)
     sim.train_until(sim.total_steps)
@@ -169,7 +170,7 @@ def test_fast_backend_with_batchnorm_is_a_user_error():
     from teacherstudent.errors import UserError
 
     with pytest.raises(UserError, match="batchnorm"):
-        Simulation(tiny("student.batchnorm=true", "training.backend=fast"), CPU)
+        Trainer(build(tiny("student.batchnorm=true", "training.backend=fast"), CPU))
 
 
 # ---- forward -------------------------------------------------------------------------------------
@@ -258,13 +259,13 @@ def test_init_is_deterministic_per_seed_and_differs_between_seeds():
 
 @pytest.mark.parametrize("multiplier", [1, 4])
 def test_student_widths_are_multiplier_times_teacher_widths(multiplier):
-    sim = Simulation(tiny(student__multiplier=multiplier), CPU)
+    sim = Trainer(build(tiny(student__multiplier=multiplier), CPU))
     assert sim.widths == [4 * multiplier, 6 * multiplier]
     assert [w.shape[1] for w in sim.ens.weights[:-1]] == [4 * multiplier, 6 * multiplier]
 
 
 def test_student_batchnorm_trains_its_affine_and_running_statistics():
-    sim = Simulation(tiny(student__batchnorm=True, training__dtype="float64"), CPU)
+    sim = Trainer(build(tiny(student__batchnorm=True, training__dtype="float64"), CPU))
     assert sim.ens.batchnorm and not sim.fast
     x = sim.data.x_eval
     before = sim.ens.output(x, train=False).detach().clone()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from teacherstudent_cli.main import app
 from teacherstudent.errors import UserError
-from teacherstudent.experiments import list_experiments, run_named, spearman
+from teacherstudent.experiments import StudyOptions, list_experiments, run_named, spearman
 
 runner = CliRunner()
 
@@ -59,7 +59,7 @@ def test_spearman_is_the_pearson_correlation_of_average_ranks():
 
 
 def test_structured_vs_random_tables(tmp_path):
-    res = run_named("structured_vs_random", tmp_path, "cpu", SMALL)
+    res = run_named("structured_vs_random", StudyOptions(tmp_path, "cpu"), SMALL)
     s, nodes = res.tables["summary"], res.tables["nodes"]
     assert list(res.runs) == ["structured", "permuted", "wide"]
     assert set(s.arm) == {"structured", "permuted", "wide"} and len(s) == 6
@@ -73,13 +73,13 @@ def test_structured_vs_random_tables(tmp_path):
     for name in ("summary", "nodes"):
         back = pd.read_parquet(res.folder / f"{name}.parquet")
         assert len(back) == len(res.tables[name]) and (res.folder / f"{name}.csv").exists()
-    again = run_named("structured_vs_random", tmp_path, "cpu", SMALL)  # finished runs are reused
+    again = run_named("structured_vs_random", StudyOptions(tmp_path, "cpu"), SMALL)  # finished runs are reused
     assert again.runs == res.runs
     pd.testing.assert_frame_equal(again.tables["summary"], s)
 
 
 def test_strength_decay_tables(tmp_path):
-    res = run_named("strength_decay", tmp_path, "cpu", SMALL)
+    res = run_named("strength_decay", StudyOptions(tmp_path, "cpu"), SMALL)
     s, nodes = res.tables["summary"], res.tables["nodes"]
     assert sorted(s.p.unique()) == [0.0, 1.0, 2.0] and len(s) == 6
     strongest = nodes[nodes.strength_rank == 1]
@@ -96,7 +96,7 @@ def test_strength_decay_tables(tmp_path):
 
 
 def test_lucky_fanout_tables(tmp_path):
-    res = run_named("lucky_fanout", tmp_path, "cpu", ["teacher.widths=[3]", "student.lucky_nodes=3", "training.steps=40",
+    res = run_named("lucky_fanout", StudyOptions(tmp_path, "cpu"), ["teacher.widths=[3]", "student.lucky_nodes=3", "training.steps=40",
                                                        "inputs.train_samples=640", "inputs.eval_samples=128",
                                                        "measure.log_points=4", "teacher.reference_samples=1000"])
     s = res.tables["summary"].set_index(["arm", "group"])
@@ -115,4 +115,4 @@ def test_cli_experiment_run_and_errors(tmp_path):
     bad = runner.invoke(app, ["experiment", "run", "strength_decay", "--out", str(tmp_path), "--set", "inputs.latent_dim=0"])
     assert bad.exit_code == 2 and bad.output.startswith("error: invalid config: inputs.latent_dim")
     with pytest.raises(UserError, match="no experiment"):
-        run_named("missing", tmp_path)
+        run_named("missing", StudyOptions(tmp_path))

@@ -7,7 +7,8 @@ import torch
 
 from teacherstudent.fast import loss_and_grads, loss_and_grads_chunked, sgd_step, sgd_step_chunked
 from teacherstudent.measure import correlation
-from teacherstudent.simulate import Simulation
+from teacherstudent.build import build
+from teacherstudent.loop import Trainer
 from teacherstudent.train import member_loss
 
 from conftest import tiny
@@ -31,7 +32,7 @@ OPTIONS = {
 
 def _sim(extra, backend, budget=1 << 30):
     cfg = tiny(*FAST, *extra, f"training.backend='{backend}'")
-    return Simulation(cfg, torch.device("cpu"), memory_budget=budget)
+    return Trainer(build(cfg, torch.device("cpu")), budget)
 
 
 @pytest.mark.parametrize("name", list(OPTIONS))
@@ -152,7 +153,7 @@ def test_cuda_matches_cpu():
     extra = ["training.dtype='float64'"]
     cpu = _sim(extra, "fast")
     cfg = tiny(*FAST, *extra)
-    gpu = Simulation(cfg, torch.device("cuda"))
+    gpu = Trainer(build(cfg, torch.device("cuda")))
     for sim in (cpu, gpu):
         sim.train_until(30)
     for a, b in zip(cpu.ens.params, gpu.ens.params):
@@ -165,7 +166,7 @@ def test_training_state_grows_linearly_in_members():
     """Parameters, gradients and optimiser state per member do not depend on K (no hidden copies)."""
     def state_bytes(K):
         cfg = tiny(*FAST[:-2], f"student.seeds={list(range(K))}", "training.momentum=0.9")
-        sim = Simulation(cfg, torch.device("cpu"))
+        sim = Trainer(build(cfg, torch.device("cpu")))
         sim.train_until(3)
         tensors = list(sim.ens.state()) + [p.grad for p in sim.ens.params]
         tensors += [v for s in sim.opt.state.values() for v in s.values() if torch.is_tensor(v)]

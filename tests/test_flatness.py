@@ -200,10 +200,10 @@ FAST = ["--samples", "128", "--top", "3", "--lanczos", "8", "--probes", "4", "--
 
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory):
-    from teacherstudent.simulate import run_experiment
+    from teacherstudent.simulate import RunOptions, run
 
     root = tmp_path_factory.mktemp("flatness_runs")
-    return run_experiment(tiny(training__checkpoint_steps=[8]), root, device="cpu", command=["pytest"])
+    return run(tiny(training__checkpoint_steps=[8]), RunOptions(root, "cpu", command=["pytest"]))
 
 
 def test_cli_final_and_step_k_write_linked_tables_and_rerun_idempotently(parent):

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from teacherstudent.config import ExperimentConfig, load_config
 from teacherstudent.errors import UserError
-from teacherstudent.simulate import run_experiment
+from teacherstudent.simulate import RunOptions, run
 from teacherstudent.store import _flatten
 from teacherstudent_cli.main import app
 
@@ -84,7 +84,7 @@ def invoke(args: list[str]):
 def fuzz_parent(tmp_path_factory) -> Path:
     """A finished two-step run (the probes' parent): 128 samples of batch 64, one epoch."""
     root = tmp_path_factory.mktemp("fuzz_parent")
-    return run_experiment(tiny("inputs.train_samples=128", "training.epochs=1"), root, device="cpu", command=["pytest"])
+    return run(tiny("inputs.train_samples=128", "training.epochs=1"), RunOptions(root, "cpu", command=["pytest"]))
 
 
 @pytest.fixture

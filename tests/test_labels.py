@@ -12,7 +12,9 @@ from teacherstudent.data import DataSource, label
 from teacherstudent.errors import UserError
 from teacherstudent.inputs import make_inputs
 from teacherstudent.labels import data_teacher, relabel, wide_seed
-from teacherstudent.simulate import Simulation, run_experiment
+from teacherstudent.build import build
+from teacherstudent.loop import Trainer
+from teacherstudent.simulate import RunOptions, run
 from teacherstudent.summary import read_table
 from teacherstudent.teacher import make_teacher
 
@@ -84,7 +86,7 @@ def test_wide_teacher_is_independent_wider_and_labels_the_data():
     data = DataSource(cfg, wide, inputs, CPU, torch.float64)
     x, y = data.epoch(0)
     assert torch.equal(y, wide(x))
-    sim = Simulation(cfg, CPU)
+    sim = Trainer(build(cfg, CPU))
     assert sim.teacher.widths == (12, 18)
     assert sim.widths == [12, 18]  # the student keeps multiplier (3) x the nominal widths (4, 6)
     assert [t.shape[1] for t in sim.data.teacher_hidden_eval] == [12, 18]
@@ -92,7 +94,7 @@ def test_wide_teacher_is_independent_wider_and_labels_the_data():
 
 def test_wide_teacher_run_tables_count_the_wide_teachers_nodes(tmp_runs):
     cfg = tiny('inputs.labels="wide_teacher"', inputs__wide_factor=2, training__epochs=1)
-    t = read_table(run_experiment(cfg, tmp_runs, device="cpu"), "teacher_nodes")
+    t = read_table(run(cfg, RunOptions(tmp_runs, "cpu")), "teacher_nodes")
     assert t.groupby(["member", "layer"]).size().tolist() == [8, 12, 8, 12]
 
 
@@ -111,7 +113,7 @@ def test_random_labels_are_memorised_but_do_not_generalise(tmp_runs):
     def losses(labels: str):
         cfg = tiny(f'inputs.labels="{labels}"', 'measure.every="log"', inputs__train_samples=128, training__epochs=100,
                    student__multiplier=10, teacher__outputs=4, measure__log_points=5)
-        m = read_table(run_experiment(cfg, tmp_runs, device="cpu"), "metrics")
+        m = read_table(run(cfg, RunOptions(tmp_runs, "cpu")), "metrics")
         loss = m[m.metric == "loss"].groupby(["split", "step"]).value.mean()
         return loss["train"].iloc[0], loss["train"].iloc[-1], loss["eval"].iloc[0], loss["eval"].iloc[-1]
 

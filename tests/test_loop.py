@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from teacherstudent.metrics import METRICS, Metric
-from teacherstudent.simulate import RunOptions, run, run_experiment
+from teacherstudent.simulate import RunOptions, run
 from teacherstudent.steppers import STEPPERS, choose
 from teacherstudent.build import build
 
@@ -49,12 +49,12 @@ def test_checkpoint_size_does_not_grow_with_the_number_of_measurements(tmp_path)
     cfg = tiny("training.steps=400", "measure.every='steps'", "measure.every_steps=10", training__epochs=8)
     sizes = []
     for stop in (20, 200, 390):
-        folder = run_experiment(cfg, tmp_path, device="cpu", max_steps=stop)
+        folder = run(cfg, RunOptions(tmp_path, "cpu", max_steps=stop))
         sizes.append((folder / "checkpoints" / "latest.pt").stat().st_size)
         parts = sorted((folder / "parts").iterdir())
         assert len([p for p in parts if p.name.startswith("metrics-")]) == stop // 10 + 1  # step 0 too
     assert max(sizes) - min(sizes) < 512, sizes  # pickle framing only
-    run_experiment(cfg, tmp_path, device="cpu")
+    run(cfg, RunOptions(tmp_path, "cpu"))
     assert not (folder / "parts").exists()  # compacted into the tables
 
 
@@ -62,19 +62,19 @@ def test_resume_drops_parts_written_after_the_last_checkpoint(tmp_path):
     """A kill between a measurement's part and its checkpoint leaves a part past the resume
     point; the resumed run must not count it twice."""
     cfg = tiny("training.epochs=4")
-    whole = run_experiment(cfg, tmp_path / "a", device="cpu")
-    part = run_experiment(cfg, tmp_path / "b", device="cpu", max_steps=8)
+    whole = run(cfg, RunOptions(tmp_path / "a", "cpu"))
+    part = run(cfg, RunOptions(tmp_path / "b", "cpu", max_steps=8))
     import shutil
 
     shutil.copy(part / "parts" / "metrics-000000000008.parquet", part / "parts" / "metrics-000000000013.parquet")
-    run_experiment(cfg, tmp_path / "b", device="cpu")
+    run(cfg, RunOptions(tmp_path / "b", "cpu"))
     for t in ("metrics", "teacher_nodes", "student_nodes"):
         pd.testing.assert_frame_equal(pd.read_parquet(whole / f"{t}.parquet"), pd.read_parquet(part / f"{t}.parquet"))
 
 
 def test_node_tables_honour_the_configured_thresholds(tmp_path):
     cfg = tiny("measure.recovered=0.8", "measure.covered=0.5", "training.epochs=3")
-    folder = run_experiment(cfg, tmp_path, device="cpu")
+    folder = run(cfg, RunOptions(tmp_path, "cpu"))
     tn = pd.read_parquet(folder / "teacher_nodes.parquet")
     sn = pd.read_parquet(folder / "student_nodes.parquet")
     assert {"step_corr_0.5", "step_corr_0.8"} <= set(tn.columns) and "step_corr_0.9" not in tn.columns
@@ -103,12 +103,12 @@ def test_steppers_registry_and_choice():
 def test_meta_names_the_stepper(tmp_path):
     import json
 
-    folder = run_experiment(tiny(training__optimizer="adam", training__lr=0.01), tmp_path, device="cpu")
+    folder = run(tiny(training__optimizer="adam", training__lr=0.01), RunOptions(tmp_path, "cpu"))
     assert json.loads((folder / "meta.json").read_text())["backend"] == "fast"
 
 
 def test_layer_summary_gives_the_measured_teacher_width_with_a_wide_teacher(tmp_path):
     from teacherstudent.summary import layer_summary
 
-    folder = run_experiment(tiny(inputs__labels="wide_teacher", inputs__wide_factor=2), tmp_path, device="cpu")
+    folder = run(tiny(inputs__labels="wide_teacher", inputs__wide_factor=2), RunOptions(tmp_path, "cpu"))
     assert layer_summary(folder).teacher_width.tolist() == [8, 12]  # tiny's [4, 6] times 2

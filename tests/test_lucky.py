@@ -8,7 +8,8 @@ import torch
 from teacherstudent.config import ExperimentConfig
 from teacherstudent.ensemble import Ensemble
 from teacherstudent.errors import UserError
-from teacherstudent.simulate import Simulation
+from teacherstudent.build import build
+from teacherstudent.loop import Trainer
 
 from conftest import tiny
 
@@ -17,7 +18,7 @@ CPU = torch.device("cpu")
 
 def test_lucky_nodes_without_noise_compute_the_teachers_hidden_nodes_exactly():
     cfg = tiny(student__lucky_nodes=[4, 6], training__dtype="float64")
-    sim = Simulation(cfg, CPU)
+    sim = Trainer(build(cfg, CPU))
     hidden, _ = sim.ens.forward(sim.data.x_eval)
     for l, t in enumerate(sim.data.teacher_hidden_eval):
         m = t.shape[1]
@@ -31,7 +32,7 @@ def test_lucky_nodes_without_noise_compute_the_teachers_hidden_nodes_exactly():
 def test_lucky_noise_has_the_given_scale_and_leaves_the_other_nodes_random():
     cfg = tiny(student__lucky_nodes=3, student__lucky_noise=0.05, training__dtype="float64",
                teacher__widths=[30, 40], teacher__d=40, teacher__outputs=100, student__multiplier=2)
-    sim = Simulation(cfg, CPU)
+    sim = Trainer(build(cfg, CPU))
     plain = Ensemble.create(sim.widths, 40, 100, cfg.student, CPU, torch.float64)
     t = sim.teacher
     W0, W1, Wout = sim.ens.weights
@@ -49,7 +50,7 @@ def test_lucky_noise_has_the_given_scale_and_leaves_the_other_nodes_random():
 
 def test_lucky_defaults_are_a_no_op_and_keep_run_ids():
     cfg = tiny()
-    sim = Simulation(cfg, CPU)
+    sim = Trainer(build(cfg, CPU))
     plain = Ensemble.create(sim.widths, 20, 10, cfg.student, CPU, torch.float32)
     assert all(torch.equal(a, b) for a, b in zip(sim.ens.params, plain.params))
     new = {"lucky_nodes", "lucky_noise", "n_clusters", "cluster_std", "latent_dim", "noise", "holdout", "labels", "wide_factor"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from teacherstudent.experiments import load_experiment, plan_study
-from teacherstudent.simulate import run_experiment
+from teacherstudent.simulate import RunOptions, run
 
 from conftest import tiny
 
@@ -25,7 +25,7 @@ def test_study_is_four_arms_times_three_init_scales():
 def test_tables_on_tiny_runs(tmp_path):
     module = load_experiment("optimizer_robustness")
     base = tiny("training.epochs=4", "student.init_scale=0.5")
-    runs = {arm: run_experiment(cfg, tmp_path, device="cpu") for arm, cfg in module.arms(base).items()
+    runs = {arm: run(cfg, RunOptions(tmp_path, "cpu")) for arm, cfg in module.arms(base).items()
             if arm in ("sgd", "adam_warmup")}
     tabs = module.tables(runs)
     s, nodes = tabs["summary"], tabs["nodes"]

@@ -17,7 +17,7 @@ import pytest
 from conftest import TINY, assert_user_error, file_bytes, invoke, toml_literal
 
 from teacherstudent.errors import UserError
-from teacherstudent.experiments import base_config, default_root, list_experiments, plan_study
+from teacherstudent.experiments import StudyOptions, base_config, default_root, list_experiments, plan_study
 from teacherstudent.figures import plotted, render, save_figure_files
 from teacherstudent.paper import all_figures, build_figures, resolve
 
@@ -219,13 +219,13 @@ def test_quick_tables_change_only_quick_run_ids():
         data.pop("quick"), data.pop("sweep", None)
         assert base_config(name)[0] == build_config(data)
         full = {r.run_id for r in plan_study(name)[1].runs}
-        quick = {r.run_id for r in plan_study(name, quick=True)[1].runs}
+        quick = {r.run_id for r in plan_study(name, StudyOptions(quick=True))[1].runs}
         assert full and quick and not full & quick
 
 
 def test_quick_without_a_quick_table_is_an_error(tmp_path):
     with pytest.raises(UserError, match="has no \\[quick\\] table"):
-        plan_study("luckmatters_deep", quick=True)  # preset = ... in the file: loads
+        plan_study("luckmatters_deep", StudyOptions(quick=True))  # preset = ... in the file: loads
     assert plan_study("luckmatters_deep")[1].runs
     assert_user_error(invoke("experiment", "plan", "luckmatters_deep", "--quick", "--out", tmp_path / "runs"))
     res = invoke("experiment", "plan", "strength_decay", "--quick", "--out", tmp_path / "runs")
@@ -274,9 +274,9 @@ def tiny_build(tmp_path_factory):
     root = tiny_experiment_root(tmp / "analysis")
     figs = {k: all_figures()[k] for k in ("F1", "F2", "F3")}
     seen: list[tuple[float, float]] = []
-    res = build_figures(None, tmp / "figs", tmp / "runs", quick=True, workers=1, device="cpu",
-                        command=["teacherstudent", "figures", "--quick"], figures=figs, root=root,
-                        progress=lambda d, t, what: seen.append((d, t)))
+    res = build_figures(None, StudyOptions(tmp / "runs", "cpu", root=root, quick=True, workers=1,
+                                         command=["teacherstudent", "figures", "--quick"]),
+                        tmp / "figs", progress=lambda d, t, what: seen.append((d, t)), figures=figs)
     return tmp, root, figs, res, seen
 
 
@@ -316,7 +316,7 @@ def test_rebuilding_reuses_the_runs_and_gives_identical_files(tiny_build):
     tmp, root, figs, _, _ = tiny_build
     first = {k: v for k, v in file_bytes(tmp / "figs").items() if k.startswith("F")}
     runs = sorted(p.name for p in (tmp / "runs").iterdir())
-    build_figures(None, tmp / "figs", tmp / "runs", quick=True, workers=1, device="cpu", figures=figs, root=root)
+    build_figures(None, StudyOptions(tmp / "runs", "cpu", root=root, quick=True, workers=1), tmp / "figs", figures=figs)
     assert {k: v for k, v in file_bytes(tmp / "figs").items() if k.startswith("F")} == first
     assert sorted(p.name for p in (tmp / "runs").iterdir()) == runs  # nothing trained again
 
@@ -355,18 +355,18 @@ def test_an_experiment_runs_its_probes_after_its_arms(tmp_path):
     (root / "probe_study.toml").write_text((root / "deep_dynamics.toml").read_text().split("[quick")[0])
     (root / "probe_study.py").write_text(PROBE_PY)
     told = []
-    res = run_study("probe_study", tmp_path / "runs", "cpu", root=root, workers=1,
-                    on_probe=lambda *a: told.append(a))
+    res = run_study("probe_study", StudyOptions(tmp_path / "runs", "cpu", root=root, workers=1,
+                                          on_probe=lambda *a: told.append(a)))
     assert told == [("rewind", 1, 1)]
     members = res.tables["members"]
     assert sorted(members.label.unique()) == ["parent", "rewind"] and len(members) == 4
     parent = tmp_path / "runs" / res.study.runs[0].run_id
     [child] = probes_of(parent)
     assert set(members[members.label == "rewind"].run) == {child.name}
-    again = run_study("probe_study", tmp_path / "runs", "cpu", root=root, workers=1)  # the child is reused
+    again = run_study("probe_study", StudyOptions(tmp_path / "runs", "cpu", root=root, workers=1))  # the child is reused
     assert probes_of(parent) == [child] and again.tables["members"].equals(members)
     with pytest.raises(UserError, match="probes\\(\\) needs one run per arm"):  # refused before training
-        run_study("probe_study", tmp_path / "split", "cpu", root=root, workers=1, members_per_run=1)
+        run_study("probe_study", StudyOptions(tmp_path / "split", "cpu", root=root, workers=1, members_per_run=1))
     assert not (tmp_path / "split").exists()
 
 
@@ -390,8 +390,8 @@ def test_plan_counts_every_student_step_and_trains_nothing(tmp_path):
 
     root = tiny_experiment_root(tmp_path / "analysis")
     figs = {k: all_figures()[k] for k in ("F1", "F2", "F3")}
-    p = figures_plan(None, True, tmp_path / "runs", "cpu", measure=False, figures=figs, root=root)
-    study = plan_study("deep_dynamics", root=root, quick=True)[1]
+    p = figures_plan(None, StudyOptions(tmp_path / "runs", "cpu", root=root, quick=True), measure=False, figures=figs)
+    study = plan_study("deep_dynamics", StudyOptions(root=root, quick=True))[1]
     [e] = p.experiments  # F1-F3 share one experiment
     assert (e.name, e.figures, e.runs, e.runs_to_train) == ("deep_dynamics", ["F1", "F2", "F3"], len(study.runs),
                                                             len(study.runs))
@@ -404,9 +404,9 @@ def test_plan_estimate_is_setup_plus_steps_plus_measurements(tmp_path):
 
     root = tiny_experiment_root(tmp_path / "analysis")
     figs = {"F1": all_figures()["F1"]}
-    p = figures_plan(None, True, tmp_path / "runs", "cpu", figures=figs, root=root)
+    p = figures_plan(None, StudyOptions(tmp_path / "runs", "cpu", root=root, quick=True), figures=figs)
     [e] = p.experiments
-    study = plan_study("deep_dynamics", root=root, quick=True)[1]
+    study = plan_study("deep_dynamics", StudyOptions(root=root, quick=True))[1]
     assert len(e.rates) == len(study.runs) and all(r.setup > 0 and r.step > 0 and r.measure > 0 for r in e.rates)
     from teacherstudent.schedule import measure_steps
 
@@ -420,7 +420,7 @@ def test_plan_after_a_build_has_nothing_left_to_train(tiny_build):
     from teacherstudent.plan import figures_plan
 
     tmp, root, figs, _, _ = tiny_build
-    p = figures_plan(None, True, tmp / "runs", "cpu", figures=figs, root=root)
+    p = figures_plan(None, StudyOptions(tmp / "runs", "cpu", root=root, quick=True), figures=figs)
     [e] = p.experiments
     assert (e.runs_to_train, e.student_steps_to_train, e.seconds, p.student_steps_to_train) == (0, 0, 0.0, 0)
     assert e.student_steps > 0
@@ -429,7 +429,7 @@ def test_plan_after_a_build_has_nothing_left_to_train(tiny_build):
 def test_plan_cli_prints_the_real_studies_counts(tmp_path):
     res = invoke("figures", "--plan", "--quick", "--no-estimate", "--runs", tmp_path / "runs")
     assert res.exit_code == 0, res.output
-    study = plan_study("deep_dynamics", quick=True)[1]
+    study = plan_study("deep_dynamics", StudyOptions(quick=True))[1]
     assert f"{sum(r.student_steps for r in study.runs):,}" in res.output and "lottery_tickets" in res.output
     assert "nothing trained" in res.output and not (tmp_path / "runs").exists()
     bad = invoke("figures", "F9", "--plan", "--runs", tmp_path / "runs")

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from teacherstudent_cli.main import app
-from teacherstudent.simulate import run_experiment
+from teacherstudent.simulate import RunOptions, run
 from teacherstudent.store import list_runs
 
 from conftest import file_bytes, tiny
@@ -17,7 +17,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory):
     root = tmp_path_factory.mktemp("probe_cli_runs")
-    return run_experiment(tiny(training__checkpoint_steps=[8]), root, device="cpu", command=["pytest"])
+    return run(tiny(training__checkpoint_steps=[8]), RunOptions(root, "cpu", command=["pytest"]))
 
 
 def invoke(parent, *args):
@@ -79,7 +79,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(parent, args, message)
 
 
 def test_unfinished_parent_is_refused(tmp_path):
-    unfinished = run_experiment(tiny(), tmp_path, device="cpu", max_steps=8)
+    unfinished = run(tiny(), RunOptions(tmp_path, "cpu", max_steps=8))
     before = file_bytes(unfinished)
     r = runner.invoke(app, ["probe", "lottery", unfinished.name, "--keep", "0.5", "--by", "fanout", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "is not finished" in r.stderr and len(r.stderr.strip().splitlines()) == 1

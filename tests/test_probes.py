@@ -21,7 +21,9 @@ from teacherstudent.probes import compare, probes_of, run_lottery, run_reinit
 from teacherstudent.probes.prune import MaskedEnsemble, mask_nodes, prune_nodes
 from teacherstudent.probes.runs import load_probe
 from teacherstudent.probes.select import alignment_scores, count, fanout_scores, random_scores, select_nodes, select_weights
-from teacherstudent.simulate import Simulation, run_experiment
+from teacherstudent.build import build
+from teacherstudent.loop import Trainer
+from teacherstudent.simulate import RunOptions, run
 from teacherstudent.store import list_runs, load_runs, load_torch
 from teacherstudent.summary import read_table
 
@@ -34,7 +36,7 @@ PARENT_CFG = {"training__checkpoint_steps": [8]}  # 16 steps in all; weights kep
 def parent(tmp_path_factory):
     """A finished tiny run (student widths 12 and 18, two members) in a root of its own."""
     root = tmp_path_factory.mktemp("probe_runs")
-    return run_experiment(tiny(**PARENT_CFG), root, device="cpu", command=["pytest"])
+    return run(tiny(**PARENT_CFG), RunOptions(root, "cpu", command=["pytest"]))
 
 
 def probe(parent, **kw):
@@ -161,7 +163,7 @@ def test_scores_match_independent_references(parent):
         W = final[2 * (l + 1)].double().numpy()
         ref = [[np.linalg.norm(W[k][:, j]) for j in range(W.shape[2])] for k in range(W.shape[0])]
         np.testing.assert_allclose(f.numpy(), ref, rtol=1e-12)
-    sim = Simulation(tiny(**PARENT_CFG), torch.device("cpu"))
+    sim = Trainer(build(tiny(**PARENT_CFG), torch.device("cpu")))
     x = sim.data.x_eval.double().numpy()
     teacher = [t.double().numpy() for t in sim.data.teacher_hidden_eval]
     align = alignment_scores(parent)
@@ -415,7 +417,7 @@ def test_bad_lottery_input_is_one_line_and_changes_nothing(parent, kwargs, messa
 def test_bad_targets_are_refused(parent, tmp_path):
     with pytest.raises(UserError, match="is not a run folder"):
         run_lottery("nosuchrun", keep=0.5, by="fanout", root=parent.parent)
-    unfinished = run_experiment(tiny(), tmp_path, device="cpu", max_steps=8)
+    unfinished = run(tiny(), RunOptions(tmp_path, "cpu", max_steps=8))
     before = file_bytes(unfinished)
     with pytest.raises(UserError, match="is not finished"):
         run_lottery(unfinished, keep=0.5, by="fanout", root=tmp_path)

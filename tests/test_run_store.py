@@ -14,7 +14,9 @@ import torch
 
 import teacherstudent
 from teacherstudent.errors import UserError
-from teacherstudent.simulate import Simulation, run_experiment
+from teacherstudent.build import build
+from teacherstudent.loop import Trainer
+from teacherstudent.simulate import RunOptions, run
 from teacherstudent.store import load_runs
 
 from conftest import assert_user_error, cli_sets, file_bytes, invoke, tiny
@@ -36,7 +38,7 @@ TABLES = ("metrics", "teacher_nodes", "student_nodes")
 
 @pytest.fixture(scope="module")
 def store_run(tmp_path_factory) -> Path:
-    return run_experiment(tiny(*STORE), tmp_path_factory.mktemp("store"), device="cpu", command=["pytest", "store"])
+    return run(tiny(*STORE), RunOptions(tmp_path_factory.mktemp("store"), "cpu", command=["pytest", "store"]))
 
 
 def table(folder: Path, name: str) -> pd.DataFrame:
@@ -80,7 +82,7 @@ def test_run_folder_holds_config_meta_status_and_checkpoints(store_run):
 
 def test_init_checkpoint_holds_the_initial_students(store_run):
     cfg = tiny(*STORE)
-    sim = Simulation(cfg, CPU)
+    sim = Trainer(build(cfg, CPU))
     for a, b in zip(weights_at(store_run, "init"), sim.weights()):
         assert torch.equal(a, b)
     final = weights_at(store_run, "final")
@@ -148,7 +150,7 @@ def test_teacher_nodes_recomputed_from_corr_npz(store_run):
     t = table(store_run, "teacher_nodes")
     assert list(t.columns) == TEACHER_COLUMNS
     npz = np.load(store_run / "corr.npz")
-    teacher = Simulation(tiny(*STORE), CPU).teacher
+    teacher = Trainer(build(tiny(*STORE), CPU)).teacher
     rows = 0
     for k, seed in enumerate(npz["members"]):
         for l in range(2):
@@ -206,8 +208,7 @@ def test_student_nodes_recomputed_from_corr_npz_and_checkpoints(store_run):
 
 
 def test_corr_npz_keeps_init_end_and_corr_steps_only(tmp_runs):
-    folder = run_experiment(tiny("measure.corr_steps=[3]", "measure.every=steps", "measure.every_steps=5"),
-                            tmp_runs, device="cpu")
+    folder = run(tiny("measure.corr_steps=[3]", "measure.every=steps", "measure.every_steps=5"), RunOptions(tmp_runs, "cpu"))
     npz = np.load(folder / "corr.npz")
     assert set(npz.files) == {"members"} | {f"step_{s}_layer_{l}" for s in (0, 3, 16) for l in (0, 1)}
     assert npz["step_0_layer_0"].shape == (2, 4, 12) and npz["step_16_layer_1"].shape == (2, 6, 18)
@@ -236,12 +237,12 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 def test_interrupted_run_resumes_bit_identical(tmp_path):
     cfg = tiny(*RESUME)
-    whole = run_experiment(cfg, tmp_path / "a", device="cpu")
-    part = run_experiment(cfg, tmp_path / "b", device="cpu", max_steps=12)
+    whole = run(cfg, RunOptions(tmp_path / "a", "cpu"))
+    part = run(cfg, RunOptions(tmp_path / "b", "cpu", max_steps=12))
     status = json.loads((part / "status.json").read_text())
     assert status["state"] == "interrupted" and status["step"] == 12
     assert not (part / "metrics.parquet").exists() and not (part / "checkpoints" / "final.pt").exists()
-    again = run_experiment(cfg, tmp_path / "b", device="cpu")
+    again = run(cfg, RunOptions(tmp_path / "b", "cpu"))
     assert again == part
     assert json.loads((part / "status.json").read_text())["state"] == "finished"
     assert_same_run(whole, part)
@@ -249,7 +250,7 @@ def test_interrupted_run_resumes_bit_identical(tmp_path):
 
 def test_crash_between_measurements_resumes_bit_identical(tmp_path):
     cfg = tiny(*RESUME)
-    whole = run_experiment(cfg, tmp_path / "a", device="cpu")
+    whole = run(cfg, RunOptions(tmp_path / "a", "cpu"))
 
     class Crash(Exception):
         pass
@@ -259,20 +260,20 @@ def test_crash_between_measurements_resumes_bit_identical(tmp_path):
             raise Crash
 
     with pytest.raises(Crash):
-        run_experiment(cfg, tmp_path / "b", device="cpu", on_progress=crash_at_10)
+        run(cfg, RunOptions(tmp_path / "b", "cpu", on_progress=crash_at_10))
     folder = tmp_path / "b" / cfg.run_id
     assert json.loads((folder / "status.json").read_text())["state"] == "running"
-    run_experiment(cfg, tmp_path / "b", device="cpu")  # resumes from the step-8 measurement
+    run(cfg, RunOptions(tmp_path / "b", "cpu"))  # resumes from the step-8 measurement
     assert_same_run(whole, folder)
 
 
 def test_finished_run_is_skipped_and_untouched(tmp_runs):
     cfg = tiny()
-    folder = run_experiment(cfg, tmp_runs, device="cpu")
+    folder = run(cfg, RunOptions(tmp_runs, "cpu"))
     before = file_bytes(folder)
     mtimes = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
     calls = []
-    again = run_experiment(cfg, tmp_runs, device="cpu", on_progress=lambda s, t: calls.append(s))
+    again = run(cfg, RunOptions(tmp_runs, "cpu", on_progress=lambda s, t: calls.append(s)))
     assert again == folder and calls == []
     assert file_bytes(folder) == before
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == mtimes
@@ -280,10 +281,10 @@ def test_finished_run_is_skipped_and_untouched(tmp_runs):
 
 def test_force_retrains_to_the_same_tables(tmp_runs):
     cfg = tiny()
-    folder = run_experiment(cfg, tmp_runs, device="cpu")
+    folder = run(cfg, RunOptions(tmp_runs, "cpu"))
     before = {name: table(folder, name) for name in TABLES}
     calls = []
-    run_experiment(cfg, tmp_runs, device="cpu", force=True, on_progress=lambda s, t: calls.append(s))
+    run(cfg, RunOptions(tmp_runs, "cpu", force=True, on_progress=lambda s, t: calls.append(s)))
     assert calls and calls[-1] == 16
     for name in TABLES:
         pd.testing.assert_frame_equal(table(folder, name), before[name], check_exact=True)
@@ -291,42 +292,42 @@ def test_force_retrains_to_the_same_tables(tmp_runs):
 
 def test_same_config_twice_gives_identical_tables(tmp_path):
     cfg = tiny("training.momentum=0.5")
-    a = run_experiment(cfg, tmp_path / "a", device="cpu")
-    b = run_experiment(cfg, tmp_path / "b", device="cpu")
+    a = run(cfg, RunOptions(tmp_path / "a", "cpu"))
+    b = run(cfg, RunOptions(tmp_path / "b", "cpu"))
     assert_same_run(a, b)
 
 
 def test_a_folder_with_a_different_config_is_refused(tmp_runs):
     cfg = tiny()
-    folder = run_experiment(cfg, tmp_runs, device="cpu", max_steps=8)
+    folder = run(cfg, RunOptions(tmp_runs, "cpu", max_steps=8))
     stored = json.loads((folder / "config.json").read_text())
     stored["training"]["lr"] = 0.5
     (folder / "config.json").write_text(json.dumps(stored))
     before = file_bytes(folder)
     with pytest.raises(UserError, match="different config"):
-        run_experiment(cfg, tmp_runs, device="cpu")
+        run(cfg, RunOptions(tmp_runs, "cpu"))
     assert file_bytes(folder) == before
 
 
 def test_a_run_started_by_another_version_is_not_resumed(tmp_runs):
     cfg = tiny()
-    folder = run_experiment(cfg, tmp_runs, device="cpu", max_steps=8)
+    folder = run(cfg, RunOptions(tmp_runs, "cpu", max_steps=8))
     meta = json.loads((folder / "meta.json").read_text())
     meta["version"] = "0.0.1"
     (folder / "meta.json").write_text(json.dumps(meta))
     before = file_bytes(folder)
     with pytest.raises(UserError, match="started by teacherstudent 0.0.1") as ei:
-        run_experiment(cfg, tmp_runs, device="cpu")
+        run(cfg, RunOptions(tmp_runs, "cpu"))
     assert "--force" in str(ei.value) and "\n" not in str(ei.value)
     assert file_bytes(folder) == before
-    run_experiment(cfg, tmp_runs, device="cpu", force=True)  # starting again is allowed
+    run(cfg, RunOptions(tmp_runs, "cpu", force=True))  # starting again is allowed
     assert json.loads((folder / "status.json").read_text())["state"] == "finished"
 
 
 def test_no_temporary_files_are_left_behind(store_run, tmp_path):
     cfg = tiny(*RESUME)
-    run_experiment(cfg, tmp_path, device="cpu", max_steps=8)
-    run_experiment(cfg, tmp_path, device="cpu")
+    run(cfg, RunOptions(tmp_path, "cpu", max_steps=8))
+    run(cfg, RunOptions(tmp_path, "cpu"))
     for root in (store_run, tmp_path):
         leftovers = [p for p in root.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
         assert leftovers == []
@@ -337,9 +338,9 @@ def test_no_temporary_files_are_left_behind(store_run, tmp_path):
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory) -> tuple[Path, list[Path]]:
     root = tmp_path_factory.mktemp("two_runs")
-    folders = [run_experiment(tiny(f"student.multiplier={m}"), root, device="cpu") for m in (2, 3)]
+    folders = [run(tiny(f"student.multiplier={m}"), RunOptions(root, "cpu")) for m in (2, 3)]
     # an unfinished run in the same root is not part of the results
-    run_experiment(tiny("student.multiplier=4", "training.epochs=3"), root, device="cpu", max_steps=8)
+    run(tiny("student.multiplier=4", "training.epochs=3"), RunOptions(root, "cpu", max_steps=8))
     return root, folders
 
 
@@ -384,7 +385,7 @@ def test_load_runs_errors_and_empty_root(tmp_path, two_runs):
 def test_run_time_config_errors_leave_no_run_folder(tmp_path, overrides):
     root = tmp_path / "runs"
     with pytest.raises(UserError):
-        run_experiment(tiny(*overrides), root, device="cpu")
+        run(tiny(*overrides), RunOptions(root, "cpu"))
     assert not root.exists() or not any(root.iterdir())
 
 
@@ -431,7 +432,7 @@ def test_load_runs_on_structurally_corrupted_config_is_a_user_error(finished_run
 
 def test_checkpoint_with_wrong_content_is_a_user_error_and_touches_nothing(tmp_path):
     root = tmp_path / "runs"
-    folder = run_experiment(tiny(), root, device="cpu", max_steps=8)
+    folder = run(tiny(), RunOptions(root, "cpu", max_steps=8))
     torch.save({"sim": {"step": 3}}, folder / "checkpoints" / "latest.pt")
     before = file_bytes(root)
     result = invoke("run", "--out", root, "--no-figure", *cli_sets())

@@ -9,7 +9,7 @@ import pytest
 
 from teacherstudent.config import ExperimentConfig, TrainingConfig, build_config
 from teacherstudent.errors import UserError
-from teacherstudent.simulate import run_experiment
+from teacherstudent.simulate import RunOptions, run
 
 from conftest import tiny
 
@@ -151,22 +151,22 @@ def test_a_field_added_later_with_a_no_op_default_keeps_older_folders_usable(tmp
     """An older config.json lacks the new field (and a finished or interrupted run of it must
     still be found, resumed and --force-able), compared by canonical form."""
     cfg = tiny("training.epochs=3")
-    folder = run_experiment(cfg, tmp_path, device="cpu", max_steps=8)
+    folder = run(cfg, RunOptions(tmp_path, "cpu", max_steps=8))
     stored = json.loads((folder / "config.json").read_text())
     del stored["measure"]["metrics"]  # as written by a version before measure.metrics existed
     (folder / "config.json").write_text(json.dumps(stored))
-    assert run_experiment(cfg, tmp_path, device="cpu") == folder  # resumes, no "different config" error
+    assert run(cfg, RunOptions(tmp_path, "cpu")) == folder  # resumes, no "different config" error
     assert json.loads((folder / "status.json").read_text())["state"] == "finished"
     stored["measure"].pop("metrics", None)  # the older folder, finished: --force must still work
     (folder / "config.json").write_text(json.dumps(stored))
-    run_experiment(cfg, tmp_path, device="cpu", force=True)
+    run(cfg, RunOptions(tmp_path, "cpu", force=True))
 
 
 def test_a_folder_holding_another_config_is_refused(tmp_path):
     cfg = tiny()
-    folder = run_experiment(cfg, tmp_path, device="cpu", max_steps=8)
+    folder = run(cfg, RunOptions(tmp_path, "cpu", max_steps=8))
     stored = json.loads((folder / "config.json").read_text())
     stored["training"]["lr"] = 0.5
     (folder / "config.json").write_text(json.dumps(stored))
     with pytest.raises(UserError, match="holds a different config"):
-        run_experiment(cfg, tmp_path, device="cpu")
+        run(cfg, RunOptions(tmp_path, "cpu"))

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from conftest import TINY, toml_literal
 from teacherstudent.errors import UserError
-from teacherstudent.experiments import plan_study, run_study
+from teacherstudent.experiments import StudyOptions, plan_study, run_study
 from teacherstudent.lock import RunLocked, is_locked, locked
 from teacherstudent.store import load_runs, run_status
 from teacherstudent.sweep import Sweep, expand, format_seeds, load_study, parse_sweep
@@ -182,9 +182,9 @@ def test_zero_runs_missing_dask_and_unreachable_scheduler_are_exit_2(tmp_path, m
 def test_packed_and_unpacked_studies_give_the_same_tables(tmp_path):
     # float64, so that "the same up to rounding" is a tight tolerance (see assert_same_tables)
     root = write_study(tmp_path / "analysis", '[sweep]\nseeds = "0-3"\n', fields={"training.dtype": "float64"})
-    one = run_study("tiny_study", tmp_path / "one", "cpu", root=root, workers=1, members_per_run=1)
+    one = run_study("tiny_study", StudyOptions(tmp_path / "one", "cpu", root=root, workers=1, members_per_run=1))
     assert len(one.reports) == 8 and one.counts()["done"] == 8 and one.tables == {} and "one run per arm" in one.note
-    packed = run_study("tiny_study", tmp_path / "all", "cpu", root=root, workers=1)
+    packed = run_study("tiny_study", StudyOptions(tmp_path / "all", "cpu", root=root, workers=1))
     assert len(packed.reports) == 2 and list(packed.tables["summary"].arm) == ["a", "b"]
     assert_same_tables(tmp_path / "one", tmp_path / "all", exact=False)
     keys = ["arm", "member", "layer", "teacher_node"]
@@ -197,14 +197,14 @@ def test_packed_and_unpacked_studies_give_the_same_tables(tmp_path):
 # ---- plan, status, the lock -------------------------------------------------------------------
 
 def test_plan_and_status_read_the_run_store(tmp_path):
-    from teacherstudent.simulate import run_experiment
+    from teacherstudent.simulate import RunOptions, run
 
     root = write_study(tmp_path / "analysis", '[sweep]\nseeds = "0-1"\n[sweep.grid]\n"student.multiplier" = [2, 3]\n')
     out = tmp_path / "runs"
-    _, study = plan_study("tiny_study", [], root)
+    _, study = plan_study("tiny_study", StudyOptions(root=root))
     assert len(study.runs) == 4
-    run_experiment(study.runs[0].cfg, out, "cpu")
-    run_experiment(study.runs[1].cfg, out, "cpu", max_steps=8)
+    run(study.runs[0].cfg, RunOptions(out, "cpu"))
+    run(study.runs[1].cfg, RunOptions(out, "cpu", max_steps=8))
     with locked(out / study.runs[2].run_id):
         assert is_locked(out / study.runs[2].run_id)
         res = runner.invoke(app, ["experiment", "plan", "tiny_study", "--dir", str(root), "--out", str(out)])
@@ -228,7 +228,7 @@ def test_a_failing_arm_is_reported_and_the_others_finish(tmp_path):
     res = runner.invoke(app, ["experiment", "run", "tiny_study", "--dir", str(root), "--out", str(out),
                               "--device", "cpu", "--workers", "1"])
     assert res.exit_code == 1, res.output
-    _, study = plan_study("tiny_study", [], root)
+    _, study = plan_study("tiny_study", StudyOptions(root=root))
     good, bad = (r.run_id for r in study.runs)
     assert run_status(out / good)["state"] == "finished"
     assert f"failed: {bad}: all 2 members diverged" in res.output
@@ -252,9 +252,9 @@ def test_a_killed_study_rerun_ends_with_the_tables_of_an_uninterrupted_one(tmp_p
     assert list(out.glob("*/checkpoints/latest.pt")), "the study never reached its first checkpoint"
     states = [run_status(p).get("state") for p in out.iterdir() if p.is_dir()]
     assert "finished" not in states or len(states) < 2  # killed mid-way
-    again = run_study("tiny_study", out, "cpu", root=root, workers=1)  # the same command again
+    again = run_study("tiny_study", StudyOptions(out, "cpu", root=root, workers=1))  # the same command again
     assert "resumed" in [r["outcome"] for r in again.reports] and not again.failed
-    fresh = run_study("tiny_study", ref, "cpu", root=root, workers=1)
+    fresh = run_study("tiny_study", StudyOptions(ref, "cpu", root=root, workers=1))
     assert [r["outcome"] for r in fresh.reports] == ["done", "done"]
     assert_same_tables(out, ref)
     pd.testing.assert_frame_equal(again.tables["summary"], fresh.tables["summary"])
@@ -275,7 +275,7 @@ def test_two_processes_on_one_study_train_each_run_once(tmp_path):
         counts.append([int(g) for g in m.groups()])
     done, resumed, skipped, failed = (sum(c[i] for c in counts) for i in range(4))
     assert (done, resumed, failed) == (4, 0, 0) and skipped == 4  # every run trained by exactly one process
-    _, study = plan_study("tiny_study", [], root)
+    _, study = plan_study("tiny_study", StudyOptions(root=root))
     for r in study.runs:
         assert run_status(out / r.run_id)["state"] == "finished"
         assert not (out / r.run_id / ".lock").exists()
@@ -284,8 +284,8 @@ def test_two_processes_on_one_study_train_each_run_once(tmp_path):
 def test_dask_local_cluster_gives_the_tables_of_the_local_executor(tmp_path):
     pytest.importorskip("distributed", reason="needs the cluster extra: pip install 'teacherstudent[cluster]'")
     root = write_study(tmp_path / "analysis", '[sweep]\nseeds = "0-1"\n')
-    local = run_study("tiny_study", tmp_path / "local", "cpu", root=root, executor="local", workers=1)
-    dask = run_study("tiny_study", tmp_path / "dask", "cpu", root=root, executor="dask")
+    local = run_study("tiny_study", StudyOptions(tmp_path / "local", "cpu", root=root, executor="local", workers=1))
+    dask = run_study("tiny_study", StudyOptions(tmp_path / "dask", "cpu", root=root, executor="dask"))
     assert [r["outcome"] for r in dask.reports] == ["done", "done"]
     assert_same_tables(tmp_path / "local", tmp_path / "dask")
     pd.testing.assert_frame_equal(local.tables["summary"], dask.tables["summary"])

@@ -11,7 +11,7 @@ import torch
 from teacherstudent.build import build
 from teacherstudent.config import ExperimentConfig, build_config
 from teacherstudent.errors import UserError
-from teacherstudent.simulate import run_experiment
+from teacherstudent.simulate import RunOptions, run
 from teacherstudent.store import load_runs
 from teacherstudent.theory import bn_scale, mean_betas, student_net, sum_betas, teacher_net
 
@@ -141,7 +141,7 @@ THEORY = ("measure.every=steps", "measure.every_steps=8", "measure.theory_every=
 def theory_run(tmp_path_factory):
     """One finished tiny run with theory on (read-only): its runs root and folder."""
     root = tmp_path_factory.mktemp("theory")
-    return root, run_experiment(tiny(*THEORY), root, device="cpu")
+    return root, run(tiny(*THEORY), RunOptions(root, "cpu"))
 
 
 def test_theory_tables_at_the_scheduled_steps_and_loadable(theory_run, tmp_path):
@@ -167,7 +167,7 @@ def test_theory_tables_at_the_scheduled_steps_and_loadable(theory_run, tmp_path)
     np.testing.assert_allclose(joined["fanout_norm"], joined["fanout_norm_sn"], rtol=1e-6)
     assert not (folder / "parts").exists()
     # theory on does not change training: the metrics equal the same run without it
-    plain = run_experiment(tiny(*THEORY[:2]), tmp_path / "plain", device="cpu")
+    plain = run(tiny(*THEORY[:2]), RunOptions(tmp_path / "plain", "cpu"))
     a, b = pd.read_parquet(folder / "metrics.parquet"), pd.read_parquet(plain / "metrics.parquet")
     pd.testing.assert_frame_equal(a.drop(columns="run"), b.drop(columns="run"))
     # runs without theory are left out of load_runs(table="theory")
@@ -177,10 +177,10 @@ def test_theory_tables_at_the_scheduled_steps_and_loadable(theory_run, tmp_path)
 def test_theory_resume_is_bit_identical(theory_run, tmp_path):
     cfg = tiny(*THEORY)
     whole = theory_run[1]
-    part = run_experiment(cfg, tmp_path / "b", device="cpu", max_steps=8)
+    part = run(cfg, RunOptions(tmp_path / "b", "cpu", max_steps=8))
     stale = part / "parts" / f"theory-{12:012d}.parquet"  # a crash after a theory part, before the next resume point
     pd.DataFrame({"run": ["x"], "value": [1.0]}).to_parquet(stale)
-    run_experiment(cfg, tmp_path / "b", device="cpu")
+    run(cfg, RunOptions(tmp_path / "b", "cpu"))
     for t in ("theory", "theory_nodes", "metrics", "student_nodes"):
         assert (whole / f"{t}.parquet").read_bytes() == (part / f"{t}.parquet").read_bytes(), t
 
@@ -221,9 +221,9 @@ def test_benchmark_loop_reference_equals_batched():
 
 
 def test_beta_lshape_experiment_tables(tmp_path):
-    from teacherstudent.experiments import run_named
+    from teacherstudent.experiments import StudyOptions, run_named
 
-    res = run_named("beta_lshape", tmp_path, "cpu", ["teacher.widths=[3, 4]", "teacher.outputs=5",
+    res = run_named("beta_lshape", StudyOptions(tmp_path, "cpu"), ["teacher.widths=[3, 4]", "teacher.outputs=5",
                                                       "teacher.reference_samples=1000", "inputs.train_samples=256",
                                                       "inputs.eval_samples=128", "student.multiplier=2", "student.seeds=[0, 1]",
                                                       "training.epochs=2", "measure.theory_samples=64"])
@@ -373,7 +373,7 @@ def test_conv_gradient_identity_matches_autograd_of_the_conv_students(bn):
 
 def test_conv_theory_tables_are_per_channel(tmp_path):
     cfg = tiny(*CONV, "measure.theory_every=log", "measure.theory_log_points=2", "measure.theory_samples=32")
-    folder = run_experiment(cfg, tmp_path, device="cpu")
+    folder = run(cfg, RunOptions(tmp_path, "cpu"))
     th = pd.read_parquet(folder / "theory.parquet")
     nodes = pd.read_parquet(folder / "theory_nodes.parquet")
     assert set(th["pair"]) == {"student_teacher", "student_student"} and set(th["layer"]) == {0, 1}

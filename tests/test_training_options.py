@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from teacherstudent.config import StudentConfig
 from teacherstudent.ensemble import as_modules, init_member
 from teacherstudent.seeds import Stream, generator, seeded
-from teacherstudent.simulate import Simulation, run_experiment
+from teacherstudent.build import build
+from teacherstudent.loop import Trainer
+from teacherstudent.simulate import RunOptions, run
 from teacherstudent.train import lr_at
 
 from conftest import reference_optimizer, tiny
@@ -167,7 +169,7 @@ TRAINING_CASES = {
 @pytest.mark.parametrize("case", list(TRAINING_CASES))
 def test_ensemble_with_option_equals_separately_trained_modules(case, backend):
     cfg = tiny(*REF, *TRAINING_CASES[case], f"training.backend={backend}")
-    sim = Simulation(cfg, CPU)
+    sim = Trainer(build(cfg, CPU))
     t = cfg.training
     plain_sgd = t.optimizer == "sgd" and t.momentum == 0 and t.clip_norm is None
     assert sim.backend == ("autograd" if backend == "autograd" else "fused_sgd" if plain_sgd else "fast")
@@ -199,8 +201,8 @@ def test_dropout_masks_are_nn_dropouts_and_depend_on_the_member_seed_only():
     """Masks take nn.Dropout's values (0 or 1/(1-p)), keep about 1-p of the nodes, and member
     seed 5's masks are the same whether it trains alone or beside other members."""
     p = 0.25
-    pair = Simulation(tiny("student.seeds=[3, 5]", f"training.dropout={p}"), CPU)
-    alone = Simulation(tiny("student.seeds=[5]", f"training.dropout={p}"), CPU)
+    pair = Trainer(build(tiny("student.seeds=[3, 5]", f"training.dropout={p}"), CPU))
+    alone = Trainer(build(tiny("student.seeds=[5]", f"training.dropout={p}"), CPU))
     m2, m1 = pair.stepper.masks(64), alone.stepper.masks(64)
     ref = F.dropout(torch.ones(10_000, dtype=m2[0].dtype), p=p, training=True)  # nn.Dropout's two values
     for a, b in zip(m2, m1):
@@ -213,10 +215,10 @@ def test_dropout_masks_are_nn_dropouts_and_depend_on_the_member_seed_only():
 
 def test_dropout_run_resumes_bit_identical(tmp_path):
     cfg = tiny("training.dropout=0.3", "training.momentum=0.9", "measure.every='steps'", "measure.every_steps=4")
-    whole = run_experiment(cfg, tmp_path / "a", device="cpu")
-    part = run_experiment(cfg, tmp_path / "b", device="cpu", max_steps=6)
+    whole = run(cfg, RunOptions(tmp_path / "a", "cpu"))
+    part = run(cfg, RunOptions(tmp_path / "b", "cpu", max_steps=6))
     assert json.loads((part / "status.json").read_text())["state"] == "interrupted"
-    part = run_experiment(cfg, tmp_path / "b", device="cpu")
+    part = run(cfg, RunOptions(tmp_path / "b", "cpu"))
     a, b = (torch.load(f / "checkpoints" / "final.pt", weights_only=False) for f in (whole, part))
     for x, y in zip(a["weights"], b["weights"]):
         assert torch.equal(x, y)
@@ -289,7 +291,7 @@ def test_early_stopping_freezes_a_member_and_records_it(tmp_path):
     measurements, status.json says when and why, and the weights moved until then."""
     cfg = tiny("student.seeds=[0, 1, 2]", "training.epochs=6", "training.early_stop_patience=2",
                "training.early_stop_min_delta=0.5")  # a fall of 0.5 in eval loss never comes: everyone stops
-    folder = run_experiment(cfg, tmp_path, device="cpu")
+    folder = run(cfg, RunOptions(tmp_path, "cpu"))
     st = json.loads((folder / "status.json").read_text())
     assert st["state"] == "finished"
     assert [m["status"] for m in st["members"]] == ["stopped_early"] * 3
@@ -298,7 +300,7 @@ def test_early_stopping_freezes_a_member_and_records_it(tmp_path):
     assert {m["step"] for m in st["members"]} == {3 * cfg.steps_per_epoch}
     assert all("2 measurements" in m["reason"] for m in st["members"])
     final = torch.load(folder / "checkpoints" / "final.pt", weights_only=False)["weights"]
-    sim = Simulation(cfg, CPU)
+    sim = Trainer(build(cfg, CPU))
     sim.train_until(3 * cfg.steps_per_epoch)  # the weights at the stop, kept to the end bit for bit
     assert all(torch.equal(a, b) for a, b in zip(final, sim.weights()))
 
@@ -306,7 +308,7 @@ def test_early_stopping_freezes_a_member_and_records_it(tmp_path):
 def test_early_stopping_stops_only_the_members_that_stall():
     from teacherstudent.callbacks import StopEarly
 
-    sim = Simulation(tiny("student.seeds=[0, 1, 2]", "training.epochs=4"), CPU)
+    sim = Trainer(build(tiny("student.seeds=[0, 1, 2]", "training.epochs=4"), CPU))
     cb = StopEarly(2, 0.01)
     sim.last_eval_loss = (0, torch.tensor([1.0, 1.0, 1.0]))
     cb.on_start(sim)
@@ -326,9 +328,9 @@ def test_early_stopping_resumes_bit_identical(tmp_path):
     # eval loss falls per epoch: member 0 .13 .14 .18 .12 .064, member 1 .11 .094 .097 .06 .044
     cfg = tiny("training.epochs=6", "training.early_stop_patience=1", "training.early_stop_min_delta=0.07",
                "training.optimizer=adam", "training.lr=0.01")
-    whole = run_experiment(cfg, tmp_path / "a", device="cpu")
-    part = run_experiment(cfg, tmp_path / "b", device="cpu", max_steps=20)  # interrupted at step 24
-    part = run_experiment(cfg, tmp_path / "b", device="cpu")
+    whole = run(cfg, RunOptions(tmp_path / "a", "cpu"))
+    part = run(cfg, RunOptions(tmp_path / "b", "cpu", max_steps=20))  # interrupted at step 24
+    part = run(cfg, RunOptions(tmp_path / "b", "cpu"))
     sa, sb = (json.loads((f / "status.json").read_text())["members"] for f in (whole, part))
     assert sa == sb and [m.get("step") for m in sa] == [48, 40]
     a, b = (torch.load(f / "checkpoints" / "final.pt", weights_only=False) for f in (whole, part))

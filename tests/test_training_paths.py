@@ -18,7 +18,9 @@ import torch
 from teacherstudent.probes import run_lottery
 from teacherstudent.probes.prune import MaskedEnsemble
 from teacherstudent.probes.runs import load_probe
-from teacherstudent.simulate import Simulation, run_experiment
+from teacherstudent.build import build
+from teacherstudent.loop import Trainer
+from teacherstudent.simulate import RunOptions, run
 
 from conftest import tiny
 
@@ -37,7 +39,7 @@ def test_forced_restart_of_another_versions_run_never_resumes_its_checkpoint(tmp
     """--force over a run of another version, interrupted before its first new checkpoint:
     the next plain run must start from step 0, not resume the old version's latest.pt."""
     cfg = tiny()
-    folder = run_experiment(cfg, tmp_path / "runs", device="cpu", max_steps=8)
+    folder = run(cfg, RunOptions(tmp_path / "runs", "cpu", max_steps=8))
     meta = json.loads((folder / "meta.json").read_text())
     meta["version"] = "0.0.1"  # as if 0.0.1 had trained these 8 steps
     (folder / "meta.json").write_text(json.dumps(meta))
@@ -51,11 +53,11 @@ def test_forced_restart_of_another_versions_run_never_resumes_its_checkpoint(tmp
             raise Crash
 
     with pytest.raises(Crash):
-        run_experiment(cfg, tmp_path / "runs", device="cpu", force=True, on_progress=crash_at_3)
+        run(cfg, RunOptions(tmp_path / "runs", "cpu", force=True, on_progress=crash_at_3))
     calls: list[int] = []
-    run_experiment(cfg, tmp_path / "runs", device="cpu", on_progress=lambda s, t: calls.append(s))
+    run(cfg, RunOptions(tmp_path / "runs", "cpu", on_progress=lambda s, t: calls.append(s)))
     assert calls[0] == 1, f"resumed the old version's checkpoint at step {calls[0] - 1}"
-    clean = run_experiment(cfg, tmp_path / "clean", device="cpu")
+    clean = run(cfg, RunOptions(tmp_path / "clean", "cpu"))
     for a, b in zip(final_weights(folder), final_weights(clean), strict=True):
         assert torch.equal(a, b)
 
@@ -66,10 +68,10 @@ RESUME = ("training.schedule=cosine", "measure.every=steps", "measure.every_step
 @pytest.mark.parametrize("optimizer", [[], ["training.optimizer='adam'", "training.lr=0.01"]], ids=["fused-sgd", "adam"])
 def test_interrupted_run_resumes_bit_identical_with_fused_sgd_and_adam(tmp_path, optimizer):
     cfg = tiny(*RESUME, *optimizer)
-    whole = run_experiment(cfg, tmp_path / "a", device="cpu")
-    part = run_experiment(cfg, tmp_path / "b", device="cpu", max_steps=12)
+    whole = run(cfg, RunOptions(tmp_path / "a", "cpu"))
+    part = run(cfg, RunOptions(tmp_path / "b", "cpu", max_steps=12))
     assert json.loads((part / "status.json").read_text())["step"] == 12
-    run_experiment(cfg, tmp_path / "b", device="cpu")
+    run(cfg, RunOptions(tmp_path / "b", "cpu"))
     for a, b in zip(final_weights(whole), final_weights(part), strict=True):
         assert torch.equal(a, b)
 
@@ -81,19 +83,19 @@ PATHS = {
 }
 
 
-def masked_sim(extra: list[str], backend: str, budget: float = 1 << 30) -> tuple[Simulation, list[torch.Tensor]]:
+def masked_sim(extra: list[str], backend: str, budget: float = 1 << 30) -> tuple[Trainer, list[torch.Tensor]]:
     cfg = tiny("student.seeds=[0, 1, 2]", "training.dtype='float64'", f"training.backend='{backend}'", *extra)
-    plain = Simulation(cfg, CPU)
+    plain = Trainer(build(cfg, CPU))
     gen = torch.Generator().manual_seed(1)
     masks = [torch.rand(w.shape, generator=gen) < 0.5 for w in plain.ens.weights]
     ens = MaskedEnsemble([p.detach().clone() for p in plain.ens.params], False, masks)
-    return Simulation(cfg, CPU, ensemble=ens, memory_budget=budget), masks
+    return Trainer(build(cfg, CPU, ensemble=ens), budget), masks
 
 
 @pytest.mark.parametrize("name", list(PATHS))
 @pytest.mark.parametrize("budget", [1 << 30, 1], ids=["whole", "chunked"])
 def test_weight_masks_stay_applied_on_every_training_path(name, budget):
-    """Simulation.train_until re-applies a MaskedEnsemble's masks (the optimiser hook is gone)
+    """Trainer.train_until re-applies a MaskedEnsemble's masks (the optimiser hook is gone)
     on the fused path, the fast path with torch.optim and autograd, and they agree."""
     fast, masks = masked_sim(PATHS[name], "fast", budget)
     ref, _ = masked_sim(PATHS[name], "autograd", budget)
@@ -109,7 +111,7 @@ def test_weight_masks_stay_applied_on_every_training_path(name, budget):
 
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory):
-    return run_experiment(tiny(training__checkpoint_steps=[8]), tmp_path_factory.mktemp("probe_runs"), device="cpu")
+    return run(tiny(training__checkpoint_steps=[8]), RunOptions(tmp_path_factory.mktemp("probe_runs"), "cpu"))
 
 
 def test_weight_pruned_probe_keeps_its_masks_on_the_fast_non_fused_path(parent):
@@ -131,7 +133,7 @@ def test_a_stopped_member_stays_frozen(budget, optimizer):
     """A member marked diverged does not move on any path, momentum and Adam included (its finite weights stay
     bit for bit); zero gradients alone would let momentum carry it on."""
     cfg = tiny("student.seeds=[0, 1, 2]", *optimizer)
-    sim = Simulation(cfg, CPU, memory_budget=budget)
+    sim = Trainer(build(cfg, CPU), budget)
     assert sim.fused_sgd == (not optimizer)
     sim.train_until(4)
     sim.first_bad[1] = 3  # as if member 1's loss had gone non-finite at step 3

@@ -22,7 +22,8 @@ from ..config import ExperimentConfig, LotteryProbe, probe_config
 from ..ensemble import Ensemble
 from ..errors import UserError
 from ..inputs import input_dim
-from ..simulate import pick_device, run_experiment
+from .. import simulate
+from ..simulate import RunOptions, pick_device
 from ..folder import load_torch
 from . import report
 from .prune import MaskedEnsemble, fan_in_of_masks, fan_in_of_nodes, node_masks, rescale, widths_of
@@ -117,7 +118,7 @@ def _round(cfg: ExperimentConfig, parent: Path, pcfg: ExperimentConfig, source: 
 
     label = report.describe_probe(cfg.model_dump(mode="json")["probe"])
     progress = (lambda s, t: on_progress(label, s, t)) if on_progress else None
-    folder = run_experiment(cfg, parent.parent, device, on_progress=progress, command=command, init_ensemble=init_ensemble)
+    folder = simulate.run(cfg, RunOptions(parent.parent, device, command, on_progress=progress), init_ensemble)
     lucky_masks, winners = report.lucky(parent, seeds, widths)
     rows = report.selection_rows(cfg.run_id, seeds, "kept", chosen, lucky_masks, winners, extra_rows)
     info = {"parent": parent.name, "source": source.name, "kind": "lottery", "round": p.round, "keep_this_round": keep_r,

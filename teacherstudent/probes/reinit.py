@@ -22,7 +22,8 @@ from ..config import ExperimentConfig, ReinitProbe, probe_config
 from ..ensemble import Ensemble
 from ..errors import UserError
 from ..seeds import Stream, generator
-from ..simulate import pick_device, run_experiment
+from .. import simulate
+from ..simulate import RunOptions, pick_device
 from . import report
 from .lottery import Progress
 from .rewind import checkpoint_state, fresh_params
@@ -90,7 +91,7 @@ def run_reinit(run: str | Path, spec: ReinitProbe | dict | None = None, *, root:
 
     label = report.describe_probe(cfg.model_dump(mode="json")["probe"])
     progress = (lambda s, t: on_progress(label, s, t)) if on_progress else None
-    folder = run_experiment(cfg, parent.parent, device, on_progress=progress, command=command, init_ensemble=init_ensemble)
+    folder = simulate.run(cfg, RunOptions(parent.parent, device, command, on_progress=progress), init_ensemble)
     rows = report.selection_rows(cfg.run_id, seeds, "reinit", chosen, lucky_masks, winners)
     node_map = [torch.arange(n).repeat(len(seeds), 1) for n in widths]
     info = {"parent": parent.name, "kind": "reinit", "reinit_nodes": [c.sum(1).tolist() for c in chosen]}
