@@ -45,6 +45,9 @@ class Trainer:
         self.last_eval_loss: tuple[int, torch.Tensor] | None = None  # (step, [K]) of the latest snapshot
         self._workspace: dict = {}  # measurement buffers, reused
         self._after_step = getattr(self.ens, "after_step", None)  # e.g. a weight-pruned ensemble's masks
+        self._no_bias = not cfg.student.bias  # student.bias=false: biases held at zero from the start
+        if self._no_bias:
+            zero_biases(self.ens)
         t = cfg.training
         L = len(self.ens.weights)
         self._renorm = (list(t.renorm_layers) if t.renorm_layers is not None else list(range(L))) if t.renorm == "fan_in" else []
@@ -99,6 +102,8 @@ class Trainer:
                         p[dead_idx] = f
             if self._renorm:
                 renormalize_fan_in(self.ens, self._renorm, self.cfg.training.renorm_bias)
+            if self._no_bias:
+                zero_biases(self.ens)
             if self._after_step is not None:
                 self._after_step()
             losses[self.step - start] = loss.detach()
@@ -157,6 +162,13 @@ class Trainer:
 
 
 @torch.no_grad()
+def zero_biases(ens) -> None:
+    """``student.bias=false``: every bias back to zero (after an update, whatever the optimiser did to it)."""
+    with torch.no_grad():
+        for b in ens.biases:
+            b.zero_()
+
+
 def renormalize_fan_in(ens, layers: list[int], with_bias: bool) -> None:
     """Rescale every node's incoming weights (and bias) in weight layers ``layers`` to unit norm
     (``training.renorm='fan_in'``, the 2019 matrix simulator)."""
