@@ -12,7 +12,10 @@ that is at least as long as the run). The simulator's activation is ReLU.
 ``theory_ode`` table: the ODE's ``eg``, ``Q``, ``R``, ``T``, ``V`` at every measurement step
 (``source = "ode"``) next to the simulation's: the measured evaluation error converted to
 ``eps_g = (1/2) E||y* - y||^2`` at every measurement step, and ``Q``, ``R``, ``T``, ``V`` from
-the weights kept at init, ``training.checkpoint_steps`` and the end (``source = "simulation"``).
+the weights kept at init, ``training.checkpoint_steps`` and the end, with ``eg_exact``, the
+closed-form ``eps_g`` of those weights (free of the evaluation set's sampling error)
+(``source = "simulation"``). ``i, j`` index the matrix entry (``Q_ij``, ``R_in``, ``T_nm``, ``V_ci``;
+-1 for ``eg``); ``t = step / N``.
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ def _rows(run: str, k: int, step: int, t: float, source: str, s: ode.Overlaps, e
     return rows
 
 
-def ode_table(folder: Path, dt: float = 0.01, on_member=None) -> pd.DataFrame:
+def ode_table(folder: Path, dt: float | None = None, on_member=None) -> pd.DataFrame:
     """The ``theory_ode`` table of a finished run (module docstring); ``on_member(k)`` after each member."""
     from .config import build_config
     from .store import read_config, run_status
@@ -138,9 +141,13 @@ def ode_table(folder: Path, dt: float = 0.01, on_member=None) -> pd.DataFrame:
     for k, teacher in enumerate(_teachers(cfg)):
         s0 = overlaps(cfg, kept[0][1], k, teacher)
         for step, s in zip(steps, ode.integrate("relu", s0, lr_w, lr_v, np.array(steps) / N, dt)):
-            rows += _rows(run, k, step, step / N, "ode", s, ode.eg("relu", s))
+            e = ode.eg("relu", s)
+            rows += _rows(run, k, step, step / N, "ode", s, e)
+            rows.append((run, k, step, step / N, "ode", "eg_exact", -1, -1, e))  # the ODE's eg is exact
         for step, w in kept:
-            rows += _rows(run, k, step, step / N, "simulation", overlaps(cfg, w, k, teacher), None)
+            sim = overlaps(cfg, w, k, teacher)  # eg_exact: the closed-form eps_g of the simulated weights
+            rows += _rows(run, k, step, step / N, "simulation", sim, None)
+            rows.append((run, k, step, step / N, "simulation", "eg_exact", -1, -1, ode.eg("relu", sim)))
         lk = loss[loss.member == k]
         rows += [(run, k, int(r.step), r.step / N, "simulation", "eg", -1, -1, float(eg_from_loss(cfg, r.value)))
                  for r in lk.itertuples()]
@@ -156,9 +163,10 @@ def normalised(df: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (member, step, source), g in df.groupby(["member", "step", "source"], sort=True):
         t = float(g.t.iloc[0])
-        stat = {name: g[g.statistic == name] for name in ("Q", "R", "T", "eg")}
-        if len(stat["eg"]):
-            out.append((member, step, t, source, "eg", float(stat["eg"].value.iloc[0])))
+        stat = {name: g[g.statistic == name] for name in ("Q", "R", "T", "eg", "eg_exact")}
+        for name in ("eg", "eg_exact"):
+            if len(stat[name]):
+                out.append((member, step, t, source, name, float(stat[name].value.iloc[0])))
         if len(stat["R"]):
             mat = lambda d: d.pivot(index="i", columns="j", values="value").to_numpy()  # noqa: E731
             Q, R, T = mat(stat["Q"]), mat(stat["R"]), mat(stat["T"])
@@ -168,7 +176,7 @@ def normalised(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["member", "step", "t", "source", "statistic", "value"])
 
 
-def write_ode(folder: Path, dt: float = 0.01, on_member=None) -> tuple[Path, pd.DataFrame]:
+def write_ode(folder: Path, dt: float | None = None, on_member=None) -> tuple[Path, pd.DataFrame]:
     """``theory_ode.parquet`` into the run folder (atomically); returns its path and the table."""
     from .folder import write_parquet
 
@@ -178,16 +186,46 @@ def write_ode(folder: Path, dt: float = 0.01, on_member=None) -> tuple[Path, pd.
     return path, df
 
 
-def ode_errors(df: pd.DataFrame) -> dict[str, float]:
-    """How far the ODE is from the simulation: the largest |difference| over members and the common
-    steps of the member-mean ``eg``, ``r`` and ``q`` (``normalised``), and of ``eg`` relative to the initial error."""
+def ode_errors(df: pd.DataFrame) -> pd.DataFrame:
+    """How far the ODE is from the simulation, per statistic of ``normalised`` (``eg`` measured,
+    ``eg_exact``, ``r``, ``q``): over the steps both have, the largest |ODE - simulation| of one member
+    (``max_member``), its RMS over members (``rms_member``, then the largest over steps), and the
+    largest |difference| of the member means (``mean``)."""
     n = normalised(df)
-    mean = n.groupby(["source", "statistic", "step"]).value.mean().unstack("source").dropna()
-    out = {}
-    for stat in ("eg", "r", "q"):
-        if stat in mean.index.get_level_values(0):
-            d = mean.loc[stat]
-            out[stat] = float((d["ode"] - d["simulation"]).abs().max())
-    d = mean.loc["eg"]
-    out["eg_rel"] = float(((d["ode"] - d["simulation"]).abs() / d["simulation"].iloc[0]).max())
-    return out
+    wide = n.pivot_table(index=["statistic", "step", "member"], columns="source", values="value").dropna()
+    diff = (wide["ode"] - wide["simulation"]).rename("d").reset_index()
+    out = []
+    for stat, g in diff.groupby("statistic", sort=True):
+        per_step = g.groupby("step").d
+        out.append({"statistic": stat, "max_member": float(g.d.abs().max()),
+                    "rms_member": float(np.sqrt(per_step.apply(lambda d: (d ** 2).mean())).max()),
+                    "mean": float(per_step.mean().abs().max()), "steps": int(per_step.ngroups)})
+    return pd.DataFrame(out)
+
+
+PANELS = {
+    "generalisation error": {"xlabel": "t = step / N", "ylabel": "eps_g = E||y* - y||^2 / 2", "yscale": "log"},
+    "teacher-node overlap": {"xlabel": "t = step / N", "ylabel": "max_i R_in / sqrt(Q_ii T_nn), mean over n",
+                             "ylim": (-0.05, 1.05)},
+    "student length": {"xlabel": "t = step / N", "ylabel": "Q_ii, mean over i"},
+}
+SERIES = {("eg", "ode"): ("generalisation error", "ODE"), ("eg", "simulation"): ("generalisation error", "simulation"),
+          ("r", "ode"): ("teacher-node overlap", "ODE"), ("r", "simulation"): ("teacher-node overlap", "simulation"),
+          ("q", "ode"): ("student length", "ODE"), ("q", "simulation"): ("student length", "simulation")}
+
+
+def plot_ode(folder: Path, df: pd.DataFrame | None = None) -> list[Path]:
+    """``ode_overlay.png``/``.pdf``/``.csv``: eps_g, the normalised overlap and Q_ii of the ODE over the
+    simulation's (member mean; band: min to max over members), from ``theory_ode.parquet``."""
+    from .figures import plot_frame, render, save_figure_files, series_rows, spread
+    from .summary import read_table
+
+    df = read_table(folder, "theory_ode") if df is None else df
+    n = normalised(df)
+    rows = []
+    for (stat, source), (panel, series) in SERIES.items():
+        d = spread(n[(n.statistic == stat) & (n.source == source)], ["t"], "value")
+        rows += series_rows(d, panel, series, "line", "t", "y", "lo", "hi")
+    data = plot_frame(rows)
+    fig = render(data, PANELS, f"{folder.name}: two-layer ODE vs simulation")
+    return save_figure_files(fig, folder / "ode_overlay", data)
