@@ -92,7 +92,7 @@ def _condition(C: np.ndarray, k: int) -> np.ndarray:
     """Covariance of the other variables given x_k = 0 (zero mean stays zero)."""
     keep = [j for j in range(C.shape[-1]) if j != k]
     ck = C[..., keep, k]
-    out = C[..., keep, :][..., :, keep] - ck[..., :, None] * ck[..., None, :] / C[..., k, k][..., None, None]
+    out = C[..., keep, :][..., :, keep] - ck[..., :, None] * ck[..., None, :] / np.maximum(C[..., k, k], 1e-300)[..., None, None]
     return out
 
 
@@ -149,7 +149,7 @@ def orthant(C: np.ndarray) -> np.ndarray:
 
 
 def _phi0(C: np.ndarray, k: int) -> np.ndarray:
-    return 1 / (_SQRT2PI * np.sqrt(C[..., k, k]))
+    return 1 / (_SQRT2PI * np.sqrt(np.maximum(C[..., k, k], 1e-300)))
 
 
 def _linear_gated(C: np.ndarray, b: int) -> np.ndarray:
@@ -173,6 +173,7 @@ def relu_i4(omega: np.ndarray, idx: np.ndarray) -> np.ndarray:
     relu(x)^2 = x^2 1[x>0]), so every integral left is over distinct fields:
     ``E[x_c x_d prod 1[x > 0]]`` of 1 to 4 variables (``quadratic_gated``).
     """
+    idx = _same_fields(omega)[idx]
     out = np.empty(len(idx))
     key = (idx.shape, idx.tobytes())
     if key not in _MERGED:
@@ -183,6 +184,15 @@ def relu_i4(omega: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 _MERGED: dict[tuple, dict] = {}
+
+
+def _same_fields(omega: np.ndarray, tol: float = 1e-12) -> np.ndarray:
+    """For each field, the first field equal to it (same variance, covariance = variance, to ``tol``
+    relative): a student that is exactly a teacher node (perfect learning) is merged like a repeated index."""
+    d = np.diag(omega)
+    scale = tol * np.maximum(np.abs(d)[:, None], np.abs(d)[None, :])
+    same = (np.abs(omega - d[:, None]) <= scale) & (np.abs(d[:, None] - d[None, :]) <= scale)
+    return same.argmax(axis=1)
 
 
 def _merged(idx: np.ndarray) -> dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]]:
