@@ -164,11 +164,11 @@ class Trainer:
 @torch.no_grad()
 def zero_biases(ens) -> None:
     """``student.bias=false``: every bias back to zero (after an update, whatever the optimiser did to it)."""
-    with torch.no_grad():
-        for b in ens.biases:
-            b.zero_()
+    for b in ens.biases:
+        b.zero_()
 
 
+@torch.no_grad()
 def renormalize_fan_in(ens, layers: list[int], with_bias: bool) -> None:
     """Rescale every node's incoming weights (and bias) in weight layers ``layers`` to unit norm
     (``training.renorm='fan_in'``, the 2019 matrix simulator)."""
