@@ -27,6 +27,7 @@ from .figures import figures, report
 from .probe import app as probe_app
 from .preset import app as preset_app
 from .teacher import app as teacher_app
+from .theory import app as theory_app
 
 app = typer.Typer(cls=OneLineErrors, help="Teacher-student training dynamics of deep ReLU networks.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -281,6 +282,7 @@ app.add_typer(teacher_app, name="teacher")  # teacherstudent teacher inspect
 app.add_typer(experiment_app, name="experiment")  # teacherstudent experiment list|run
 app.add_typer(probe_app, name="probe")
 app.add_typer(preset_app, name="preset")  # teacherstudent preset list|show  # teacherstudent probe lottery|reinit|show
+app.add_typer(theory_app, name="theory")  # teacherstudent theory ode RUN
 
 
 def main() -> None:

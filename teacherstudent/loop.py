@@ -45,6 +45,9 @@ class Trainer:
         self.last_eval_loss: tuple[int, torch.Tensor] | None = None  # (step, [K]) of the latest snapshot
         self._workspace: dict = {}  # measurement buffers, reused
         self._after_step = getattr(self.ens, "after_step", None)  # e.g. a weight-pruned ensemble's masks
+        self._no_bias = not cfg.student.bias  # student.bias=false: biases held at zero from the start
+        if self._no_bias:
+            zero_biases(self.ens)
         t = cfg.training
         L = len(self.ens.weights)
         self._renorm = (list(t.renorm_layers) if t.renorm_layers is not None else list(range(L))) if t.renorm == "fan_in" else []
@@ -99,6 +102,8 @@ class Trainer:
                         p[dead_idx] = f
             if self._renorm:
                 renormalize_fan_in(self.ens, self._renorm, self.cfg.training.renorm_bias)
+            if self._no_bias:
+                zero_biases(self.ens)
             if self._after_step is not None:
                 self._after_step()
             losses[self.step - start] = loss.detach()
@@ -154,6 +159,13 @@ class Trainer:
         self.loss_n = st["loss_n"]
         self.first_bad = st["first_bad"].to(self.device)
         self.dead = st["dead"].to(self.device)
+
+
+@torch.no_grad()
+def zero_biases(ens) -> None:
+    """``student.bias=false``: every bias back to zero (after an update, whatever the optimiser did to it)."""
+    for b in ens.biases:
+        b.zero_()
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from .config import ExperimentConfig, build_config
 from .errors import UserError
 from .folder import read_json, run_status
 from .results import TABLE_RECORDERS
-from .tables import TABLE_COLUMNS, TABLES, TEXT_COLUMNS
+from .tables import ON_DEMAND_TABLES, TABLE_COLUMNS, TABLES, TEXT_COLUMNS
 
 REPAIR_HINT = "run `teacherstudent verify {root} --repair` to recompute it (or delete the run folder and run again)"
 
@@ -141,7 +141,8 @@ def load_runs(root: str | Path = "runs", table: str = "metrics", config: bool = 
     """One DataFrame of ``table`` across every finished run under ``root``.
 
     ``table`` is one of ``metrics``, ``teacher_nodes``, ``student_nodes``, an optional table
-    (``theory``, ``theory_nodes``: only runs whose config turned it on are read) or a probe's
+    (``theory``, ``theory_nodes``: only runs whose config turned it on are read), a table a command
+    added (``theory_ode``: the runs that hold it) or a probe's
     own table (``flatness``: only the folders that hold it are read); with ``config``
     every row also carries the run's config flattened into columns (``student.multiplier``, ...).
     A damaged run (its table truncated, garbage, of the wrong schema, or its config.json or
@@ -156,7 +157,11 @@ def load_runs(root: str | Path = "runs", table: str = "metrics", config: bool = 
     for folder in list_runs(root):
         path = folder / f"{table}.parquet"
         try:
-            if run_status(folder).get("state") != "finished" or table not in folder_tables(folder):
+            if run_status(folder).get("state") != "finished":
+                continue
+            if table in ON_DEMAND_TABLES and not path.exists():  # a command's table (theory_ode): where written
+                continue
+            if table not in ON_DEMAND_TABLES and table not in folder_tables(folder):
                 continue
             df = read_table_file(path, table, REPAIR_HINT.format(root=Path(root)))
             if config:

@@ -30,10 +30,14 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "theory": ("run", "member", "step", "layer", "pair", "statistic", "value"),
     "theory_nodes": ("run", "member", "step", "layer", "student_node", "beta_self", "beta_strength", "beta_aligned",
                      "best_corr", "best_teacher", "fanout_norm"),
+    # written after the run by `teacherstudent theory ode` (ode_run.py): ODE and simulation side by side
+    "theory_ode": ("run", "member", "step", "t", "source", "statistic", "i", "j", "value"),
     # probes that train nothing hold their own table instead of the three above (config ``_Probe.TABLES``)
     "flatness": ("run", "parent", "member", "step", "statistic", "index", "value"),
 }
-TEXT_COLUMNS = ("run", "split", "metric", "pair", "statistic", "parent")
+TEXT_COLUMNS = ("run", "split", "metric", "pair", "statistic", "parent", "source")
+# tables a command adds to a finished run (not the run itself): load_runs reads them where present
+ON_DEMAND_TABLES = ("theory_ode",)
 
 
 class TableRecorder:

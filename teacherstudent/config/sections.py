@@ -203,6 +203,9 @@ class StudentConfig(_Section):
                               "this (scaled: N(0, init_scale^2 / fan_in))")
     init_std: float | tuple[float, ...] = Field(0.1, description="with init='normal': weight std, one or per layer")
     batchnorm: bool = False
+    bias: bool = Field(True, description="false: every student bias (hidden and output) starts at zero and is put "
+                       "back to zero after every step, i.e. a network without biases (the two-layer ODE's setting, "
+                       "teacherstudent theory ode)")
     lucky_nodes: int | tuple[int, ...] = Field(0, description="lucky by construction: this many nodes per hidden layer "
                                                "(one value, or one per layer) start at the teacher's weights plus noise")
     lucky_noise: float = Field(0.0, ge=0, description="std of the Gaussian noise added to every lucky weight and bias")
