@@ -1,0 +1,448 @@
+"""Wide packing: study runs whose configs differ only in per-member fields train as one ensemble.
+
+A study's runs (``sweep.StudyRun``, one run folder each) that share every tensor shape and
+every setting of the computation, and differ only in the fields ``per_member_fields()``
+lists, are trained by one process as the members of one stacked ensemble: each member
+carries its own teacher (``teacher.TeacherStack``: every field of the teacher section but
+its shapes), its own initial weights (its run's student init) and, on the fused SGD path,
+its own learning rate (``(k0, k1, rate)`` segments, ``fast.sgd_step``). Each run still gets
+its own folder, run id, config and tables, written by its own ``Recorder`` from its slice of
+the ensemble, measured against its own evaluation targets exactly as the run alone is.
+
+Equality with training each run alone (tests/test_wide_pack.py): the forward and backward
+matmuls are batched over the whole pack, a member's own weight update (and with per-member
+rates, its run's segment) is the call a run alone makes, and measurement runs per run on
+its slice. On CPU the tables are then bit for bit those of the run alone for runs of two or
+more members (float32 and float64; MKL computes each batch entry of a batched matmul the
+same way for any batch of two or more); a one-member run alone makes batch-1 matmuls, which
+MKL rounds differently, so it is equal up to float rounding (as with ``--members-per-run``).
+
+Only runs that start from scratch are packed (a run with a resume point resumes alone), and
+a pack writes no resume point: interrupted, its runs start again (packed) next time. A run
+whose config is ``unpackable`` trains alone, as before. ``TEACHERSTUDENT_WIDE_PACK=0`` (or
+``[sweep] wide_pack = false``, or ``experiment run --no-wide-pack``) turns packing off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ExperimentConfig, build_config
+from .config.sections import StudentConfig, TeacherConfig
+from .errors import UserError
+from .loop import Trainer
+from .teacher import TeacherStack
+from .train import lr_at
+
+ENV = "TEACHERSTUDENT_WIDE_PACK"
+TEACHER_SHAPES = ("d", "widths", "outputs")  # the teacher's tensor shapes (the students' follow from them)
+STUDENT_INIT = ("init", "init_scale", "init_std")  # how a member's initial weights are drawn (not their shapes)
+
+
+def per_member_fields() -> tuple[str, ...]:
+    """The config fields that may differ between the runs of one pack, derived from the config
+    model: the run ``name``, every teacher field but its shapes (each member builds its own
+    teacher), the student seeds and init, and ``training.lr`` (on the fused SGD path; see
+    ``pack_key``). Every other field is shared: it is equal within a pack."""
+    teacher = [f"teacher.{f}" for f in TeacherConfig.model_fields if f not in TEACHER_SHAPES]
+    student = [f"student.{f}" for f in ("seeds", *STUDENT_INIT)]
+    assert all(f in StudentConfig.model_fields for f in ("seeds", *STUDENT_INIT))
+    return ("name", *teacher, *student, "training.lr")
+
+
+def config_fields() -> list[str]:
+    """Every leaf field of the config model as ``section.field`` (or a top-level field), probes aside."""
+    from pydantic import BaseModel
+
+    out = []
+    for name, info in ExperimentConfig.model_fields.items():
+        ann = info.annotation
+        if name == "probe":
+            continue
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += [f"{name}.{f}" for f in ann.model_fields]
+        else:
+            out.append(name)
+    return out
+
+
+def classify(key: str) -> str:
+    """``per_member`` (may differ within a pack) or ``shared`` (equal within a pack)."""
+    if key not in config_fields():
+        raise UserError(f"unknown config field {key!r}")
+    return "per_member" if key in per_member_fields() else "shared"
+
+
+def unpackable(cfg: ExperimentConfig) -> str | None:
+    """Why a run of ``cfg`` always trains alone (None: it may be packed)."""
+    s, t, m = cfg.student, cfg.training, cfg.measure
+    for why, on in (("a probe's child run", cfg.probe is not None), ("arch is not 'mlp'", cfg.arch != "mlp"),
+                    ("BatchNorm students", s.batchnorm), ("lucky nodes (planted from the teacher)", s.lucky_nodes != 0),
+                    ("dropout (per-member mask streams)", t.dropout > 0),
+                    ("early stopping", t.early_stop_patience is not None), ("renorm", t.renorm != "none"),
+                    ("theory statistics", m.theory_every != "none"), ("inputs.labels is not 'teacher'", cfg.inputs.labels != "teacher")):
+        if on:
+            return why
+    return None
+
+
+def per_member_lr(cfg: ExperimentConfig) -> bool:
+    """Whether runs of ``cfg``'s kind may differ in ``training.lr``: the fused plain-SGD path
+    (``steppers.choose``) takes one rate per segment of members; a ``torch.optim`` optimiser one rate."""
+    t = cfg.training
+    return (t.optimizer == "sgd" and t.momentum == 0 and t.weight_decay == 0 and t.clip_norm is None
+            and t.backend != "autograd" and cfg.arch == "mlp" and not cfg.student.batchnorm)
+
+
+def _input_structure(cfg: ExperimentConfig) -> bool:
+    """Whether the input kind draws a structure from ``teacher.seed`` (``inputs.make_inputs``)."""
+    from .inputs import INPUTS, InputDistribution
+
+    return INPUTS[cfg.inputs.kind].__init__ is not InputDistribution.__init__
+
+
+def pack_key(cfg: ExperimentConfig) -> str:
+    """Runs with equal keys may share a pack: the config without its per-member fields (``teacher.seed``
+    stays when the inputs draw their structure from it, ``training.lr`` off the fused SGD path)."""
+    data = cfg.model_dump(mode="json")
+    keep = {"teacher.seed"} if _input_structure(cfg) else set()
+    if not per_member_lr(cfg):
+        keep.add("training.lr")
+    for key in per_member_fields():
+        if key in keep:
+            continue
+        *sec, last = key.split(".")
+        (data[sec[0]] if sec else data).pop(last, None)
+    return json.dumps(data, sort_keys=True)
+
+
+def enabled(sweep=None) -> bool:
+    """Wide packing is on unless ``TEACHERSTUDENT_WIDE_PACK=0`` or the study's ``[sweep] wide_pack = false``."""
+    if os.environ.get(ENV, "").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return getattr(sweep, "wide_pack", True)
+
+
+def label_bytes(cfg: ExperimentConfig) -> int:
+    """One member's own labels and evaluation targets (a pack keeps them per member)."""
+    el = 8 if cfg.training.dtype == "float64" else 4
+    per = 8 if cfg.training.loss == "ce" else el * cfg.teacher.outputs
+    i = cfg.inputs
+    return i.train_samples * per + i.eval_samples * (per + el * sum(cfg.teacher.widths))
+
+
+def pack_bytes(run) -> int:
+    from .sweep import member_bytes
+
+    return run.members * (member_bytes(run.cfg) + label_bytes(run.cfg))
+
+
+def wide_jobs(runs: list, out: str | Path, on: bool = True, min_jobs: int = 1, budget: float | None = None
+              ) -> list[tuple]:
+    """The study ``runs`` (not finished) as jobs: tuples of runs trained together (one run: alone).
+
+    Packable runs that start from scratch and share a ``pack_key`` fill packs of at most
+    ``budget`` bytes (``sweep.MEMBER_BUDGET``: parameters, activations and per-member labels);
+    packs are then halved until there are ``min_jobs`` jobs (one per worker) or none can be."""
+    from .sweep import MEMBER_BUDGET
+
+    budget = MEMBER_BUDGET if budget is None else budget
+    order = {r.run_id: i for i, r in enumerate(runs)}
+    jobs: list[list] = []
+    groups: dict[str, list] = {}
+    for r in runs:
+        fresh = not (Path(out) / r.run_id / "checkpoints" / "latest.pt").exists()
+        if on and fresh and unpackable(r.cfg) is None:
+            groups.setdefault(pack_key(r.cfg), []).append(r)
+        else:
+            jobs.append([r])
+    for rs in groups.values():
+        cur, size = [], 0
+        for r in rs:
+            b = pack_bytes(r)
+            if cur and size + b > budget:
+                jobs.append(cur)
+                cur, size = [], 0
+            cur.append(r)
+            size += b
+        jobs.append(cur)
+    while len(jobs) < min_jobs:
+        big = max(jobs, key=len, default=None)
+        if big is None or len(big) < 2:
+            break
+        i, h = jobs.index(big), (len(big) + 1) // 2
+        jobs[i:i + 1] = [big[:h], big[h:]]
+    return sorted((tuple(j) for j in jobs), key=lambda j: order[j[0].run_id])
+
+
+def pack_spec(runs: tuple, out: Path, device: str, threads: int | None, when_locked: str, force: bool,
+              command: list[str] | None) -> dict[str, Any]:
+    """A worker's job for ``runs`` trained together (``sweep.job_spec`` for each, plus the pack's own keys)."""
+    from .sweep import job_spec
+
+    subs = [job_spec(r, out, device, threads, when_locked, force, command) for r in runs]
+    return {"pack": subs, "run_id": f"{runs[0].run_id}+{len(runs) - 1}", "out": str(out), "device": device,
+            "threads": threads, "when_locked": when_locked, "force": force, "command": command}
+
+
+# ---- training a pack -----------------------------------------------------------------------
+
+class PackTeachers(TeacherStack):
+    """One teacher per member, where runs share teacher objects: each distinct one labels once."""
+
+    def forward(self, x_NxD: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        uniq = {id(t): t for t in self.members}
+        runs = {i: t.forward(x_NxD) for i, t in uniq.items()}
+        hidden = [torch.stack([runs[id(t)][0][l] for t in self.members]) for l in range(len(self.widths))]
+        return hidden, torch.stack([runs[id(t)][1] for t in self.members])
+
+
+class PackTrainer(Trainer):
+    """The trainer of a pack: members ``bounds[r]`` are run ``r``'s; per-run learning rates as segments."""
+
+    def __init__(self, problem, cfgs: list[ExperimentConfig], bounds: list[tuple[int, int]], memory_budget: float):
+        super().__init__(problem, memory_budget)
+        self.cfgs, self.bounds = cfgs, bounds
+        self.same_lr = all(c.training == cfgs[0].training for c in cfgs)
+        if not self.same_lr and self.backend != "fused_sgd":
+            raise RuntimeError(f"runs with their own training.lr need the fused SGD path, not {self.backend}")
+        self._loss: tuple[int, torch.Tensor | None] | None = None
+
+    def lr_now(self, step: int):
+        if self.same_lr:
+            return super().lr_now(step)
+        return tuple((k0, k1, lr_at(c.training, step, self.steps_per_epoch, self.total_steps))
+                     for c, (k0, k1) in zip(self.cfgs, self.bounds))
+
+    def sum_losses(self, losses: torch.Tensor) -> torch.Tensor:
+        # a reduction over steps of K columns runs in another order for another K: each run's own columns
+        return torch.cat([losses[:, k0:k1].contiguous().sum(0, dtype=torch.float64) for k0, k1 in self.bounds])
+
+    def pack_train_loss(self) -> torch.Tensor | None:
+        """``train_loss`` of every member, taken once per step (each run's view slices it)."""
+        if self._loss is None or self._loss[0] != self.step:
+            self._loss = (self.step, Trainer.train_loss(self))
+        return self._loss[1]
+
+
+class RunView:
+    """What a run's callbacks (``Recorder``, ``KeepWeights``) see of the pack: its own config,
+    teacher and slice of the members, measured as the run alone is measured."""
+
+    def __init__(self, tr: PackTrainer, cfg: ExperimentConfig, k0: int, k1: int, teacher, memory_budget: float):
+        from .measure import members_per_chunk
+
+        self.pack, self.cfg, self.k0, self.k1, self.teacher = tr, cfg, k0, k1, teacher
+        self.steps_per_epoch, self.total_steps, self.measure_at = tr.steps_per_epoch, tr.total_steps, tr.measure_at
+        self.data, self.device = tr.data, tr.device
+        self.ens = tr.ens.slice(k0, k1)
+        d = tr.data
+        if teacher.per_member:  # the run's own [K, ...] targets, as its DataSource holds them
+            self.y_eval, self.hidden = d.y_eval[k0:k1], [h[k0:k1] for h in d.teacher_hidden_eval]
+        else:  # one teacher: the [N, ...] targets of the run alone
+            self.y_eval, self.hidden = d.y_eval[k0], [h[k0] for h in d.teacher_hidden_eval]
+        self.measure_chunk = members_per_chunk(tr.problem.activation_widths, cfg.inputs.eval_samples,
+                                               tr.ens.params[0].element_size(), memory_budget)
+        self._ws: dict = {}
+
+    @property
+    def step(self) -> int:
+        return self.pack.step
+
+    def snapshot(self):
+        from .measure import measure
+
+        snap = measure(self.ens, self.data.x_eval, self.y_eval, self.hidden, self.step,
+                       member_chunk=self.measure_chunk, workspace=self._ws)
+        if self.cfg.training.loss_reduction == "half_sum":
+            snap.eval_loss = snap.eval_loss * (self.y_eval.shape[-1] / 2)
+        return snap
+
+    def train_loss(self) -> torch.Tensor | None:
+        loss = self.pack.pack_train_loss()
+        return None if loss is None else loss[self.k0:self.k1]
+
+    def weights(self) -> list[torch.Tensor]:
+        return [t[self.k0:self.k1].detach().cpu().clone() for t in self.pack.ens.state()]
+
+    @property
+    def first_bad(self) -> torch.Tensor:
+        return self.pack.first_bad[self.k0:self.k1]
+
+
+def build_pack(cfgs: list[ExperimentConfig], device: torch.device, memory_budget: float
+               ) -> tuple[PackTrainer, list[RunView]]:
+    """The pack's trainer (teachers, data and students of every run, stacked) and each run's view."""
+    from .architectures import ARCHITECTURES
+    from .build import Problem
+    from .data import DataSource
+    from .ensemble import Ensemble
+    from .inputs import make_inputs
+
+    cfg0 = cfgs[0]
+    arch = ARCHITECTURES[cfg0.arch]
+    dtype = getattr(torch, cfg0.training.dtype)
+    inputs = make_inputs(cfg0.inputs, cfg0.teacher.d, cfg0.teacher.seed)  # equal for every run (pack_key)
+    teachers = [arch.teacher(c, inputs) for c in cfgs]
+    members, bounds, k = [], [], 0
+    for c, t in zip(cfgs, teachers):
+        K = len(c.student.seeds)
+        members += list(t.members) if t.per_member else [t] * K
+        bounds.append((k, k + K))
+        k += K
+    data = DataSource(cfg0, PackTeachers(tuple(members)), inputs, device, dtype)
+    parts = [arch.students(c, t, data.x_eval.shape[1], device, dtype) for c, t in zip(cfgs, teachers)]
+    ens = Ensemble([torch.cat([p.params[i] for p in parts]) for i in range(len(parts[0].params))])
+    for p in ens.trainable:
+        p.requires_grad_(True)
+    problem = Problem(cfg0, device, dtype, data.teacher, data, ens, arch.positions(cfg0))
+    tr = PackTrainer(problem, cfgs, bounds, memory_budget)
+    views = [RunView(tr, c, k0, k1, t, memory_budget) for c, (k0, k1), t in zip(cfgs, bounds, teachers)]
+    return tr, views
+
+
+def _report(sub: dict) -> dict[str, Any]:
+    return {"run_id": sub["run_id"], "path": str(Path(sub["out"]) / sub["run_id"]), "outcome": "failed",
+            "error": None, "notes": [], "seconds": 0.0}
+
+
+def train_pack(spec: dict[str, Any], on_tick=None) -> list[dict[str, Any]]:
+    """Train the runs of a pack spec (``pack_spec``) together; one report per run, as
+    ``sweep.train_job`` gives for a run alone (a run found with a resume point meanwhile
+    trains alone after the pack, by ``train_job``)."""
+    from .lock import RunLocked
+    from .store import RunFolder
+    from .sweep import _dask_threads, train_job
+
+    t0 = time.perf_counter()
+    threads = spec.get("threads") or _dask_threads()
+    if threads and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    subs = spec["pack"]
+    reports = {s["run_id"]: _report(s) for s in subs}
+    alone, live = [], []
+    stderr = io.StringIO()
+    with contextlib.ExitStack() as locks, contextlib.redirect_stderr(stderr):
+        for s in subs:
+            rep = reports[s["run_id"]]
+            try:
+                cfg = build_config(s["config"])
+                folder = RunFolder(s["out"], cfg)
+                if folder.finished and not spec["force"]:
+                    rep["outcome"] = "skipped"
+                    continue
+                one = contextlib.ExitStack()
+                one.enter_context(folder.lock(spec["when_locked"]))
+                if (folder.finished and not spec["force"]) or (folder.latest.exists() and not spec["force"]):
+                    one.close()  # finished meanwhile, or another process left a resume point: alone
+                    if folder.finished:
+                        rep["outcome"] = "skipped"
+                    else:
+                        alone.append(s)
+                    continue
+                locks.enter_context(one)
+                folder.check_config()
+                before = folder.status.get("state")
+                live.append((s, cfg, folder, before in ("running", "interrupted", "failed")))
+            except RunLocked as err:
+                rep["outcome"] = "skipped"
+                rep["notes"].append(str(err))
+            except Exception as err:  # noqa: BLE001
+                rep["error"] = _one_line(err)
+        if live:
+            _train_live(live, spec, reports, on_tick)
+    notes = [line for line in stderr.getvalue().splitlines() if line.strip()]
+    seconds = round(time.perf_counter() - t0, 3)
+    for s, *_ in live:
+        reports[s["run_id"]]["notes"].extend(notes)
+        reports[s["run_id"]]["seconds"] = seconds
+    for s in alone:
+        reports[s["run_id"]] = train_job(s, on_tick)
+    return [reports[s["run_id"]] for s in subs]
+
+
+def _one_line(err: Exception) -> str:
+    msg = " ".join(str(err).split()) or type(err).__name__
+    return msg if isinstance(err, UserError) else f"{type(err).__name__}: {msg}"
+
+
+def _train_live(live: list, spec: dict[str, Any], reports: dict, on_tick) -> None:
+    """Train the locked runs ``live`` ((spec, cfg, folder, resumable) each) as one pack and finish
+    every run folder as ``simulate.run`` finishes a run alone."""
+    from .callbacks import KeepWeights
+    from .devices import pick_device
+    from .results import Recorder
+    from .simulate import meta
+    from .steppers import DEFAULT_MEMORY_BUDGET
+    from .sweep import PROGRESS_EVERY_S, all_diverged
+
+    folders = [f for _, _, f, _ in live]
+    started = False
+    try:
+        dev = pick_device(spec["device"])
+        tr, views = build_pack([c for _, c, _, _ in live], dev, DEFAULT_MEMORY_BUDGET)
+        recorders = [Recorder(f, v.cfg) for f, v in zip(folders, views)]
+        keep = [KeepWeights(f) for f in folders]
+        ids = [c.run_id for _, c, _, _ in live]
+        for f, v in zip(folders, views):
+            f.begin(meta(v.cfg, dev, spec.get("command"), backend=tr.backend,
+                         wide_pack={"runs": ids, "members": tr.ens.K}), 0, tr.total_steps, spec["force"])
+        started = True
+        last = [time.perf_counter()]
+
+        def on_step(step: int) -> None:
+            now = time.perf_counter()
+            if now - last[0] >= PROGRESS_EVERY_S and step < tr.total_steps:
+                last[0] = now
+                for f in folders:
+                    f.mark("running", step, tr.total_steps)
+                if on_tick is not None:
+                    on_tick()
+
+        t0 = time.perf_counter()
+        for v, kw, rec in zip(views, keep, recorders):  # the callbacks of a run alone, in its order
+            kw.on_start(v)
+            rec.on_start(v)
+        for ev in tr.events:
+            tr.train_until(ev, on_step)
+            tr.check_finite()  # StopDiverged
+            for v, kw, rec in zip(views, keep, recorders):
+                kw.on_event(v, ev)
+                rec.on_event(v, ev)
+        seconds = round(time.perf_counter() - t0, 3)
+        for (s, cfg, f, resumable), v, rec in zip(live, views, recorders):
+            f.save_weights("final", tr.step, v.weights())
+            rec.finish(v)
+            members = [{"member": seed, "status": "diverged" if fb >= 0 else "ok",
+                        **({"reason": f"non-finite training loss at step {fb} (epoch {fb // tr.steps_per_epoch}); "
+                                      "stopped there"} if fb >= 0 else {})}
+                       for seed, fb in zip(cfg.student.seeds, v.first_bad.cpu().tolist())]
+            f.mark("finished", tr.step, tr.total_steps, seconds=seconds, members=members)
+            rep = reports[s["run_id"]]
+            rep["outcome"] = "resumed" if resumable and not spec["force"] else "done"
+            if all_diverged(f.path):
+                rep["outcome"], rep["error"] = "failed", f"all {len(members)} members diverged (see status.json)"
+    except KeyboardInterrupt:
+        for f in folders:
+            with contextlib.suppress(Exception):
+                if started and not f.finished:
+                    f.mark("interrupted", 0, int(f.status.get("total_steps") or 0))
+        raise
+    except Exception as err:  # noqa: BLE001  (the pack fails: every unfinished run of it says why)
+        msg = _one_line(err)
+        for (s, _, f, _) in live:
+            if f.finished:
+                continue
+            reports[s["run_id"]].update(outcome="failed", error=msg)
+            with contextlib.suppress(Exception):
+                if f.path.exists():
+                    st = f.status
+                    f.mark("failed", int(st.get("step") or 0), int(st.get("total_steps") or 0), error=msg)
