@@ -17,8 +17,8 @@ more members (float32 and float64; MKL computes each batch entry of a batched ma
 same way for any batch of two or more); a one-member run alone makes batch-1 matmuls, which
 MKL rounds differently, so it is equal up to float rounding (as with ``--members-per-run``).
 
-Only runs that start from scratch are packed (a run with a resume point resumes alone), and
-a pack writes no resume point: interrupted, its runs start again (packed) next time. A run
+Only runs that start from scratch are packed: a pack writes each run's resume point as the
+run alone would (``resume_state``), so an interrupted pack's runs resume alone next time. A run
 whose config is ``unpackable`` trains alone, as before. ``TEACHERSTUDENT_WIDE_PACK=0`` (or
 ``[sweep] wide_pack = false``, or ``experiment run --no-wide-pack``) turns packing off.
 """
@@ -129,6 +129,24 @@ def enabled(sweep=None) -> bool:
     if os.environ.get(ENV, "").strip().lower() in ("0", "false", "no", "off"):
         return False
     return getattr(sweep, "wide_pack", True)
+
+
+@contextlib.contextmanager
+def turned_off(off: bool = True):
+    """Wide packing off for the body (``--no-wide-pack``: the environment variable, restored after,
+    so that worker processes started meanwhile see it too)."""
+    if not off:
+        yield
+        return
+    before = os.environ.get(ENV)
+    os.environ[ENV] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
 
 
 def label_bytes(cfg: ExperimentConfig) -> int:
@@ -309,6 +327,25 @@ def build_pack(cfgs: list[ExperimentConfig], device: torch.device, memory_budget
     return tr, views
 
 
+def resume_state(tr: PackTrainer, v: RunView, recorder) -> dict:
+    """Run ``v``'s resume point as ``callbacks.ResumePoint`` writes it for the run alone (its trainer
+    state: its members' weights, optimiser state and running losses; the callbacks' states in the
+    order of ``simulate.run``: StopDiverged, KeepWeights, Recorder), so that it resumes alone."""
+    import copy
+
+    K, k0, k1 = tr.ens.K, v.k0, v.k1
+
+    def cut(x):
+        return x[k0:k1].clone() if torch.is_tensor(x) and x.dim() > 0 and x.shape[0] == K else x
+
+    opt = tr.stepper.state_dict()
+    opt = {**opt, "state": {i: {n: cut(x) for n, x in st.items()} for i, st in opt["state"].items()},
+           "param_groups": copy.deepcopy(opt["param_groups"])}
+    trainer = {"step": tr.step, "weights": v.weights(), "opt": opt, "loss_sum": tr.loss_sum[k0:k1].cpu().clone(),
+               "loss_n": tr.loss_n, "first_bad": tr.first_bad[k0:k1].cpu().clone(), "dead": tr.dead[k0:k1].cpu().clone()}
+    return {"trainer": trainer, "callbacks": [None, None, recorder.state_dict()]}
+
+
 def _report(sub: dict) -> dict[str, Any]:
     return {"run_id": sub["run_id"], "path": str(Path(sub["out"]) / sub["run_id"]), "outcome": "failed",
             "error": None, "notes": [], "seconds": 0.0}
@@ -380,12 +417,12 @@ def _train_live(live: list, spec: dict[str, Any], reports: dict, on_tick) -> Non
     from .callbacks import KeepWeights
     from .devices import pick_device
     from .results import Recorder
-    from .simulate import meta
+    from .simulate import meta, resume_every_default
     from .steppers import DEFAULT_MEMORY_BUDGET
     from .sweep import PROGRESS_EVERY_S, all_diverged
 
     folders = [f for _, _, f, _ in live]
-    started = False
+    started, saved = False, 0
     try:
         dev = pick_device(spec["device"])
         tr, views = build_pack([c for _, c, _, _ in live], dev, DEFAULT_MEMORY_BUDGET)
@@ -408,6 +445,8 @@ def _train_live(live: list, spec: dict[str, Any], reports: dict, on_tick) -> Non
                     on_tick()
 
         t0 = time.perf_counter()
+        every = resume_every_default()
+        last_saved = time.monotonic()
         for v, kw, rec in zip(views, keep, recorders):  # the callbacks of a run alone, in its order
             kw.on_start(v)
             rec.on_start(v)
@@ -417,6 +456,10 @@ def _train_live(live: list, spec: dict[str, Any], reports: dict, on_tick) -> Non
             for v, kw, rec in zip(views, keep, recorders):
                 kw.on_event(v, ev)
                 rec.on_event(v, ev)
+            if ev in tr.measure_at and ev < tr.total_steps and time.monotonic() - last_saved >= every:
+                for f, v, rec in zip(folders, views, recorders):  # ResumePoint, run by run: each resumes alone
+                    f.save_resume(resume_state(tr, v, rec))
+                saved, last_saved = ev, time.monotonic()
         seconds = round(time.perf_counter() - t0, 3)
         for (s, cfg, f, resumable), v, rec in zip(live, views, recorders):
             f.save_weights("final", tr.step, v.weights())
@@ -434,7 +477,7 @@ def _train_live(live: list, spec: dict[str, Any], reports: dict, on_tick) -> Non
         for f in folders:
             with contextlib.suppress(Exception):
                 if started and not f.finished:
-                    f.mark("interrupted", 0, int(f.status.get("total_steps") or 0))
+                    f.mark("interrupted", saved, int(f.status.get("total_steps") or 0))
         raise
     except Exception as err:  # noqa: BLE001  (the pack fails: every unfinished run of it says why)
         msg = _one_line(err)

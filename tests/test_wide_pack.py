@@ -168,3 +168,37 @@ def test_mixed_study_tables_equal_the_runs_trained_one_by_one(tmp_path, monkeypa
         assert len(a) > 0 and set(a["teacher.seed"]) == {0, 1} and set(a["training.lr"]) == {0.05, 0.02}
         pd.testing.assert_frame_equal(a, b, check_exact=True)
     shutil.rmtree(tmp_path / "alone")
+
+
+def test_a_packs_resume_points_are_those_of_the_runs_alone(tmp_path):
+    """Each run of a pack writes the resume point the run alone writes (so an interrupted pack's
+    runs resume alone: test_sweep's killed study covers that path), momentum state included."""
+    import torch
+
+    kw = dict(training__dtype="float64", training__epochs=2, training__momentum=0.9)
+    cfgs = [tiny(**kw), tiny(**kw, teacher__seed=4, student__seeds=[3])]
+    jobs = wide_jobs(runs_of(*cfgs), tmp_path / "pack")
+    assert [len(j) for j in jobs] == [2]
+    train_pack(pack_spec(jobs[0], tmp_path / "pack", "cpu", None, "wait", False, None))
+
+    def same(a, b):
+        if torch.is_tensor(a):
+            assert torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b)
+        elif isinstance(a, dict):
+            assert a.keys() == b.keys()
+            for k in a:
+                same(a[k], b[k])
+        elif isinstance(a, (list, tuple)):
+            assert len(a) == len(b)
+            for x, y in zip(a, b):
+                same(x, y)
+        else:
+            assert a == b
+
+    for c in cfgs:
+        run(c, RunOptions(tmp_path / "alone", "cpu"))
+        a = torch.load(tmp_path / "pack" / c.run_id / "checkpoints" / "latest.pt", weights_only=False)
+        b = torch.load(tmp_path / "alone" / c.run_id / "checkpoints" / "latest.pt", weights_only=False)
+        assert a["trainer"]["step"] == b["trainer"]["step"] > 0 and a["trainer"]["opt"]["state"]
+        same(a, b)
+        assert_same_run(tmp_path / "pack" / c.run_id, tmp_path / "alone" / c.run_id)
