@@ -159,8 +159,9 @@ def _plan(name, set_, out, root, members_per_run, seeds, title: str, quick: bool
     packs = df[df.runs_in_job > 1].job.nunique()
     t.caption = (", ".join(f"{counts[s]} {s}" for s in ("done", "running", "interrupted", "failed", "missing") if s in counts)
                  + f"; {done:,} of {total:,} student-steps ({100 * done / max(total, 1):.0f}%) in {out}/"
-                 + (f"; the {len(jobs)} runs to train are {jobs.nunique()} jobs ({packs} wide packs: runs trained "
-                    "as one ensemble, each with its own folder and tables)" if len(jobs) else ""))
+                 + (f"; the {len(jobs)} runs to train are {jobs.nunique()} jobs" + (
+                     f" ({packs} wide packs: runs trained as one ensemble, each with its own folder and tables)"
+                     if packs else " (every run alone)") if len(jobs) else ""))
     t.caption_justify = "left"
     console.print(t)
     for r in df.itertuples(index=False):
