@@ -142,33 +142,44 @@ def member_targets(y: torch.Tensor, k0: int, k1: int) -> torch.Tensor:
     return y[k0:k1] if stacked else y
 
 
+def member_ranges(K: int, chunk: int, groups: tuple[tuple[int, int], ...] | None = None) -> list[tuple[int, int]]:
+    """The ``(k0, k1)`` member ranges a chunked step computes one after another: ``chunk`` members at a
+    time, within each of ``groups`` (default: all ``K`` members as one group; a wide pack computes each
+    one-member run as its own group, since MKL rounds a batch-1 matmul differently from a larger batch)."""
+    return [(k0, min(k0 + chunk, g1)) for g0, g1 in (groups or ((0, K),)) for k0 in range(g0, g1, chunk)]
+
+
 def loss_and_grads_chunked(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, chunk: int,
                            out: list[torch.Tensor] | None = None, masks: list[torch.Tensor] | None = None,
-                           smoothing: float = 0.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``loss_and_grads`` over members ``chunk`` at a time: bounded activation memory, the same numbers up
-    to float rounding (a batched matmul over fewer members may be split over threads differently)."""
+                           smoothing: float = 0.0, groups: tuple[tuple[int, int], ...] | None = None
+                           ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``loss_and_grads`` over members ``chunk`` at a time (and ``groups``, see ``member_ranges``): bounded
+    activation memory, the same numbers up to float rounding (a batched matmul over fewer members may
+    be split over threads differently)."""
     K = params[0].shape[0]
     grads = out if out is not None else [torch.empty_like(p) for p in params]
-    if chunk >= K:
+    ranges = member_ranges(K, chunk, groups)
+    if len(ranges) == 1:
         return loss_and_grads(params, x_BxD, y, loss, grads, masks, smoothing)
     values = []
-    for k0 in range(0, K, chunk):  # slices along dim 0 of contiguous buffers are contiguous: written in place
-        v, _ = loss_and_grads([p[k0:k0 + chunk] for p in params], x_BxD, member_targets(y, k0, k0 + chunk), loss,
-                              [g[k0:k0 + chunk] for g in grads], _rows(masks, k0, k0 + chunk), smoothing)
+    for k0, k1 in ranges:  # slices along dim 0 of contiguous buffers are contiguous: written in place
+        v, _ = loss_and_grads([p[k0:k1] for p in params], x_BxD, member_targets(y, k0, k1), loss,
+                              [g[k0:k1] for g in grads], _rows(masks, k0, k1), smoothing)
         values.append(v)
     return torch.cat(values), grads
 
 
 def sgd_step_chunked(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, lr: float | tuple,
-                     chunk: int, masks: list[torch.Tensor] | None = None, smoothing: float = 0.0) -> torch.Tensor:
-    """``sgd_step`` over members ``chunk`` at a time (each member's update is its own)."""
+                     chunk: int, masks: list[torch.Tensor] | None = None, smoothing: float = 0.0,
+                     groups: tuple[tuple[int, int], ...] | None = None) -> torch.Tensor:
+    """``sgd_step`` over members ``chunk`` at a time (and ``groups``; each member's update is its own)."""
     K = params[0].shape[0]
-    if chunk >= K:
+    ranges = member_ranges(K, chunk, groups)
+    if len(ranges) == 1:
         return sgd_step(params, x_BxD, y, loss, lr, masks, smoothing)
-    return torch.cat([sgd_step([p[k0:k0 + chunk] for p in params], x_BxD, member_targets(y, k0, k0 + chunk), loss,
-                               _clip(lr, k0, min(k0 + chunk, K)),
-                               _rows(masks, k0, k0 + chunk), smoothing)
-                      for k0 in range(0, K, chunk)])
+    return torch.cat([sgd_step([p[k0:k1] for p in params], x_BxD, member_targets(y, k0, k1), loss, _clip(lr, k0, k1),
+                               _rows(masks, k0, k1), smoothing)
+                      for k0, k1 in ranges])
 
 
 def _rows(masks: list[torch.Tensor] | None, k0: int, k1: int) -> list[torch.Tensor] | None:

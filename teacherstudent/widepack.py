@@ -4,18 +4,22 @@ A study's runs (``sweep.StudyRun``, one run folder each) that share every tensor
 every setting of the computation, and differ only in the fields ``per_member_fields()``
 lists, are trained by one process as the members of one stacked ensemble: each member
 carries its own teacher (``teacher.TeacherStack``: every field of the teacher section but
-its shapes), its own initial weights (its run's student init) and, on the fused SGD path,
-its own learning rate (``(k0, k1, rate)`` segments, ``fast.sgd_step``). Each run still gets
+its shapes), its own initial weights (its run's student init) and its own optimiser and learning-rate
+schedule (plain SGD: ``(k0, k1, rate)`` segments in ``fast.sgd_step``; other optimisers: one
+``torch.optim`` optimiser per run over views of its members, ``PackFast``). Each run still gets
 its own folder, run id, config and tables, written by its own ``Recorder`` from its slice of
 the ensemble, measured against its own evaluation targets exactly as the run alone is.
 
 Equality with training each run alone (tests/test_wide_pack.py): the forward and backward
-matmuls are batched over the whole pack, a member's own weight update (and with per-member
-rates, its run's segment) is the call a run alone makes, and measurement runs per run on
-its slice. On CPU the tables are then bit for bit those of the run alone for runs of two or
-more members (float32 and float64; MKL computes each batch entry of a batched matmul the
-same way for any batch of two or more); a one-member run alone makes batch-1 matmuls, which
-MKL rounds differently, so it is equal up to float rounding (as with ``--members-per-run``).
+matmuls are batched over the pack's runs of two or more members (MKL computes each batch
+entry of a batched matmul alike for any batch of two or more), a one-member run's are its
+own batch-1 calls (MKL rounds those differently), each run's weight update is the call it
+makes alone (with per-run rates, its segment; with another optimiser, its own optimiser
+over views of its members), the training losses are summed run by run, and measurement runs
+per run on its slice. On CPU the tables are then bit for bit those of the run alone, in
+float32 and float64 (tested here; another BLAS may partition batched matmuls otherwise).
+On the autograd path (``training.backend='autograd'``), which batches every member, a
+one-member run trains alone.
 
 Only runs that start from scratch are packed: a pack writes each run's resume point as the
 run alone would (``resume_state``), so an interrupted pack's runs resume alone next time. A run
@@ -36,9 +40,10 @@ from typing import Any
 import torch
 
 from .config import ExperimentConfig, build_config
-from .config.sections import StudentConfig, TeacherConfig
+from .config.sections import StudentConfig, TeacherConfig, TrainingConfig
 from .errors import UserError
 from .loop import Trainer
+from .steppers import Fast
 from .teacher import TeacherStack
 from .train import lr_at
 
@@ -47,15 +52,27 @@ TEACHER_SHAPES = ("d", "widths", "outputs")  # the teacher's tensor shapes (the 
 STUDENT_INIT = ("init", "init_scale", "init_std")  # how a member's initial weights are drawn (not their shapes)
 
 
+def training_fields() -> tuple[str, ...]:
+    """The training fields that only set a run's optimiser and learning-rate schedule, read from
+    the registries: ``optimizer``, ``lr``, ``weight_decay``, every optimiser's own fields
+    (``train.OPTIMIZERS``), ``schedule``, every schedule's fields (``train.SCHEDULE_FIELDS``) and the warm-up."""
+    from .train import OPTIMIZERS, SCHEDULE_FIELDS
+
+    own = {"optimizer", "lr", "weight_decay", "schedule", "warmup_steps", "warmup_epochs",
+           *(f for o in OPTIMIZERS.values() for f in o.fields), *(f for fs in SCHEDULE_FIELDS.values() for f in fs)}
+    return tuple(f for f in TrainingConfig.model_fields if f in own)
+
+
 def per_member_fields() -> tuple[str, ...]:
     """The config fields that may differ between the runs of one pack, derived from the config
     model: the run ``name``, every teacher field but its shapes (each member builds its own
-    teacher), the student seeds and init, and ``training.lr`` (on the fused SGD path; see
-    ``pack_key``). Every other field is shared: it is equal within a pack."""
+    teacher), the student seeds and init, and the optimiser and schedule (``training_fields``; not
+    on the autograd path, and all runs of a pack take the same stepper: see ``pack_key``). Every
+    other field is shared: it is equal within a pack."""
     teacher = [f"teacher.{f}" for f in TeacherConfig.model_fields if f not in TEACHER_SHAPES]
     student = [f"student.{f}" for f in ("seeds", *STUDENT_INIT)]
     assert all(f in StudentConfig.model_fields for f in ("seeds", *STUDENT_INIT))
-    return ("name", *teacher, *student, "training.lr")
+    return ("name", *teacher, *student, *(f"training.{f}" for f in training_fields()))
 
 
 def config_fields() -> list[str]:
@@ -88,18 +105,23 @@ def unpackable(cfg: ExperimentConfig) -> str | None:
                     ("BatchNorm students", s.batchnorm), ("lucky nodes (planted from the teacher)", s.lucky_nodes != 0),
                     ("dropout (per-member mask streams)", t.dropout > 0),
                     ("early stopping", t.early_stop_patience is not None), ("renorm", t.renorm != "none"),
-                    ("theory statistics", m.theory_every != "none"), ("inputs.labels is not 'teacher'", cfg.inputs.labels != "teacher")):
+                    ("theory statistics", m.theory_every != "none"), ("inputs.labels is not 'teacher'", cfg.inputs.labels != "teacher"),
+                    ("one member on the autograd path (a batch-1 matmul alone, a batched one in a pack)",
+                     t.backend == "autograd" and len(s.seeds) == 1)):
         if on:
             return why
     return None
 
 
-def per_member_lr(cfg: ExperimentConfig) -> bool:
-    """Whether runs of ``cfg``'s kind may differ in ``training.lr``: the fused plain-SGD path
-    (``steppers.choose``) takes one rate per segment of members; a ``torch.optim`` optimiser one rate."""
+def stepper_kind(cfg: ExperimentConfig) -> str:
+    """The stepper a packable run trains with (``steppers.choose`` for mlp students without BatchNorm):
+    ``fused_sgd`` (plain SGD: per-run rates as member segments), ``fast`` (a ``torch.optim`` optimiser
+    per run of a pack) or ``autograd`` (one optimiser: the training fields are shared)."""
     t = cfg.training
-    return (t.optimizer == "sgd" and t.momentum == 0 and t.weight_decay == 0 and t.clip_norm is None
-            and t.backend != "autograd" and cfg.arch == "mlp" and not cfg.student.batchnorm)
+    if t.backend == "autograd":
+        return "autograd"
+    plain = t.optimizer == "sgd" and t.momentum == 0 and t.weight_decay == 0 and t.clip_norm is None
+    return "fused_sgd" if plain else "fast"
 
 
 def _input_structure(cfg: ExperimentConfig) -> bool:
@@ -110,12 +132,14 @@ def _input_structure(cfg: ExperimentConfig) -> bool:
 
 
 def pack_key(cfg: ExperimentConfig) -> str:
-    """Runs with equal keys may share a pack: the config without its per-member fields (``teacher.seed``
-    stays when the inputs draw their structure from it, ``training.lr`` off the fused SGD path)."""
+    """Runs with equal keys may share a pack: the config without its per-member fields, and the stepper
+    (``teacher.seed`` stays when the inputs draw their structure from it, the training fields on the
+    autograd path)."""
     data = cfg.model_dump(mode="json")
     keep = {"teacher.seed"} if _input_structure(cfg) else set()
-    if not per_member_lr(cfg):
-        keep.add("training.lr")
+    data["stepper"] = stepper_kind(cfg)
+    if data["stepper"] == "autograd":
+        keep.update(f"training.{f}" for f in training_fields())
     for key in per_member_fields():
         if key in keep:
             continue
@@ -223,6 +247,35 @@ class PackTeachers(TeacherStack):
         return hidden, torch.stack([runs[id(t)][1] for t in self.members])
 
 
+class PackFast(Fast):
+    """The fast stepper with one ``torch.optim`` optimiser per run, over views of its members
+    (``lr``: its ``(k0, k1, rate)`` segments): each run's update is the one its own optimiser makes alone."""
+
+    def __init__(self, problem, memory_budget: float, cfgs: list[ExperimentConfig], bounds: list[tuple[int, int]]):
+        from .train import make_optimizer
+
+        super().__init__(problem, memory_budget)
+        self.views = [[p.detach()[k0:k1] for p in self.ens.params] for k0, k1 in bounds]
+        self.opts = [make_optimizer(v, c.training) for v, c in zip(self.views, cfgs)]
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr) -> torch.Tensor:
+        from .fast import loss_and_grads_chunked
+
+        if self.grads is None:
+            self.grads = [torch.empty_like(p) for p in self.ens.params]
+        loss, grads = loss_and_grads_chunked(self.ens.params, x, y, self.loss, self.chunk, self.grads,
+                                             self.masks(x.shape[0]), self.smoothing, self.groups)
+        if self.t.clip_norm is not None:
+            self.clip(grads)
+        for (k0, k1, rate), views, opt in zip(lr, self.views, self.opts, strict=True):
+            for group in opt.param_groups:
+                group["lr"] = rate
+            for v, g in zip(views, grads):
+                v.grad = g[k0:k1]
+            opt.step()
+        return loss
+
+
 class PackTrainer(Trainer):
     """The trainer of a pack: members ``bounds[r]`` are run ``r``'s; per-run learning rates as segments."""
 
@@ -230,8 +283,17 @@ class PackTrainer(Trainer):
         super().__init__(problem, memory_budget)
         self.cfgs, self.bounds = cfgs, bounds
         self.same_lr = all(c.training == cfgs[0].training for c in cfgs)
-        if not self.same_lr and self.backend != "fused_sgd":
-            raise RuntimeError(f"runs with their own training.lr need the fused SGD path, not {self.backend}")
+        if not self.same_lr and self.backend == "fast":
+            self.stepper = PackFast(problem, memory_budget, cfgs, bounds)
+        elif not self.same_lr and self.backend != "fused_sgd":
+            raise RuntimeError(f"runs with their own training fields need the fused or fast path, not {self.backend}")
+        # one-member runs last (train_pack orders them so), each computed alone: MKL rounds a batch-1
+        # matmul differently from a batch of several, and alone such a run makes batch-1 matmuls
+        singles = [(k0, k1) for k0, k1 in bounds if k1 - k0 == 1]
+        if singles:
+            first = singles[0][0]
+            assert all(k0 >= first for k0, _ in singles) and all(k1 - k0 == 1 for k0, k1 in bounds if k0 >= first)
+            self.stepper.groups = ((0, first),) * (first > 0) + tuple(singles)
         self._loss: tuple[int, torch.Tensor | None] | None = None
 
     def lr_now(self, step: int):
@@ -255,10 +317,11 @@ class RunView:
     """What a run's callbacks (``Recorder``, ``KeepWeights``) see of the pack: its own config,
     teacher and slice of the members, measured as the run alone is measured."""
 
-    def __init__(self, tr: PackTrainer, cfg: ExperimentConfig, k0: int, k1: int, teacher, memory_budget: float):
+    def __init__(self, tr: PackTrainer, index: int, teacher, memory_budget: float):
         from .measure import members_per_chunk
 
-        self.pack, self.cfg, self.k0, self.k1, self.teacher = tr, cfg, k0, k1, teacher
+        cfg, (k0, k1) = tr.cfgs[index], tr.bounds[index]
+        self.pack, self.index, self.cfg, self.k0, self.k1, self.teacher = tr, index, cfg, k0, k1, teacher
         self.steps_per_epoch, self.total_steps, self.measure_at = tr.steps_per_epoch, tr.total_steps, tr.measure_at
         self.data, self.device = tr.data, tr.device
         self.ens = tr.ens.slice(k0, k1)
@@ -323,7 +386,7 @@ def build_pack(cfgs: list[ExperimentConfig], device: torch.device, memory_budget
         p.requires_grad_(True)
     problem = Problem(cfg0, device, dtype, data.teacher, data, ens, arch.positions(cfg0))
     tr = PackTrainer(problem, cfgs, bounds, memory_budget)
-    views = [RunView(tr, c, k0, k1, t, memory_budget) for c, (k0, k1), t in zip(cfgs, bounds, teachers)]
+    views = [RunView(tr, i, t, memory_budget) for i, t in enumerate(teachers)]
     return tr, views
 
 
@@ -338,9 +401,12 @@ def resume_state(tr: PackTrainer, v: RunView, recorder) -> dict:
     def cut(x):
         return x[k0:k1].clone() if torch.is_tensor(x) and x.dim() > 0 and x.shape[0] == K else x
 
-    opt = tr.stepper.state_dict()
-    opt = {**opt, "state": {i: {n: cut(x) for n, x in st.items()} for i, st in opt["state"].items()},
-           "param_groups": copy.deepcopy(opt["param_groups"])}
+    if isinstance(tr.stepper, PackFast):  # the run's own optimiser
+        opt = copy.deepcopy(tr.stepper.opts[v.index].state_dict())
+    else:  # one optimiser over the pack, element-wise: the run's slice of its state
+        opt = tr.stepper.state_dict()
+        opt = {**opt, "state": {i: {n: cut(x) for n, x in st.items()} for i, st in opt["state"].items()},
+               "param_groups": copy.deepcopy(opt["param_groups"])}
     trainer = {"step": tr.step, "weights": v.weights(), "opt": opt, "loss_sum": tr.loss_sum[k0:k1].cpu().clone(),
                "loss_n": tr.loss_n, "first_bad": tr.first_bad[k0:k1].cpu().clone(), "dead": tr.dead[k0:k1].cpu().clone()}
     return {"trainer": trainer, "callbacks": [None, None, recorder.state_dict()]}
@@ -394,8 +460,8 @@ def train_pack(spec: dict[str, Any], on_tick=None) -> list[dict[str, Any]]:
                 rep["notes"].append(str(err))
             except Exception as err:  # noqa: BLE001
                 rep["error"] = _one_line(err)
-        if live:
-            _train_live(live, spec, reports, on_tick)
+        if live:  # runs of several members first, one-member runs last (PackTrainer computes those apart)
+            _train_live(sorted(live, key=lambda item: len(item[1].student.seeds) == 1), spec, reports, on_tick)
     notes = [line for line in stderr.getvalue().splitlines() if line.strip()]
     seconds = round(time.perf_counter() - t0, 3)
     for s, *_ in live:

@@ -48,10 +48,12 @@ def test_every_config_field_is_classified_and_shapes_are_shared():
     assert set(per_member_fields()) <= set(fields)  # no stale names
     for shape in ("teacher.d", "teacher.widths", "teacher.outputs", "student.multiplier", "training.batch_size",
                   "training.dtype", "training.epochs", "training.steps", "inputs.eval_samples", "inputs.train_samples",
-                  "arch", "measure.every", "student.batchnorm", "training.optimizer", "inputs.seed"):
+                  "arch", "measure.every", "student.batchnorm", "training.clip_norm", "training.backend", "inputs.seed",
+                  "training.loss", "training.sampling"):
         assert classify(shape) == "shared", shape
     for per in ("teacher.seed", "teacher.strength_decay", "teacher.bias_mode", "teacher.firing", "student.seeds",
-                "student.init_scale", "training.lr", "name"):
+                "student.init_scale", "training.lr", "training.momentum", "training.optimizer", "training.betas",
+                "training.schedule", "training.gamma", "training.warmup_steps", "training.weight_decay", "name"):
         assert classify(per) == "per_member", per
     with pytest.raises(UserError):
         classify("teacher.nope")
@@ -63,9 +65,11 @@ def test_a_shared_field_never_packs():
                   tiny(training__dtype="float64"), tiny(training__epochs=3), tiny(inputs__sigma=2.0)):
         assert pack_key(other) != pack_key(base)
         assert [len(j) for j in wide_jobs(runs_of(base, other), "/nonexistent")] == [1, 1]
-    # lr is per member only on the fused SGD path; with momentum it is shared
+    # the optimiser is per run, but a pack's runs take the same stepper; on the autograd path it is shared
     assert pack_key(tiny(training__lr=0.01)) == pack_key(base)
-    assert pack_key(tiny(training__momentum=0.9, training__lr=0.01)) != pack_key(tiny(training__momentum=0.9))
+    assert pack_key(tiny(training__momentum=0.9, training__lr=0.01)) == pack_key(tiny(training__optimizer="adam"))
+    assert pack_key(tiny(training__momentum=0.9)) != pack_key(base)  # fast versus fused SGD
+    assert pack_key(tiny(training__backend="autograd", training__lr=0.01)) != pack_key(tiny(training__backend="autograd"))
     # teacher.seed is shared where the inputs draw their structure from it
     c = {"inputs.kind": "clusters"}
     assert pack_key(tiny(**{k.replace(".", "__"): v for k, v in c.items()}, teacher__seed=1)) != \
@@ -170,16 +174,20 @@ def test_mixed_study_tables_equal_the_runs_trained_one_by_one(tmp_path, monkeypa
     shutil.rmtree(tmp_path / "alone")
 
 
-def test_a_packs_resume_points_are_those_of_the_runs_alone(tmp_path):
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_packs_resume_points_are_those_of_the_runs_alone(tmp_path, dtype):
     """Each run of a pack writes the resume point the run alone writes (so an interrupted pack's
-    runs resume alone: test_sweep's killed study covers that path), momentum state included."""
+    runs resume alone: test_sweep's killed study covers that path), with one optimiser per run
+    (momentum, Adam, a schedule with warm-up, gradient clipping shared): tables equal too."""
     import torch
 
-    kw = dict(training__dtype="float64", training__epochs=2, training__momentum=0.9)
-    cfgs = [tiny(**kw), tiny(**kw, teacher__seed=4, student__seeds=[3])]
+    kw = dict(training__dtype=dtype, training__epochs=2, training__clip_norm=1.0)
+    cfgs = [tiny(**kw, training__momentum=0.9), tiny(**kw, training__momentum=0.5, teacher__seed=4, student__seeds=[3]),
+            tiny(**kw, training__optimizer="adam", training__lr=0.01, training__schedule="cosine",
+                 training__warmup_steps=4, student__seeds=[4, 5, 6])]
     jobs = wide_jobs(runs_of(*cfgs), tmp_path / "pack")
-    assert [len(j) for j in jobs] == [2]
-    train_pack(pack_spec(jobs[0], tmp_path / "pack", "cpu", None, "wait", False, None))
+    assert [len(j) for j in jobs] == [3]
+    assert {r["outcome"] for r in train_pack(pack_spec(jobs[0], tmp_path / "pack", "cpu", None, "wait", False, None))} == {"done"}
 
     def same(a, b):
         if torch.is_tensor(a):
