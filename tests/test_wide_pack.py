@@ -210,3 +210,15 @@ def test_a_packs_resume_points_are_those_of_the_runs_alone(tmp_path, dtype):
         assert a["trainer"]["step"] == b["trainer"]["step"] > 0 and a["trainer"]["opt"]["state"]
         same(a, b)
         assert_same_run(tmp_path / "pack" / c.run_id, tmp_path / "alone" / c.run_id)
+
+
+def test_stepper_kind_is_the_stepper_a_run_alone_takes():
+    import torch
+
+    from teacherstudent.build import build
+    from teacherstudent.steppers import choose
+    from teacherstudent.widepack import stepper_kind
+
+    for cfg in (tiny(), tiny(training__momentum=0.9), tiny(training__optimizer="adam"), tiny(training__clip_norm=1.0),
+                tiny(training__backend="autograd"), tiny(training__backend="fast"), tiny(training__weight_decay=0.1)):
+        assert stepper_kind(cfg) == choose(build(cfg, torch.device("cpu"))), cfg.training
