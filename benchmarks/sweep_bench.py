@@ -6,9 +6,13 @@ write: on a busy shared disk, measuring every epoch made the study disk-bound) a
 student seeds per run, swept over 64 teacher seeds. Each mode
 trains it from scratch into its own run store; the rate is student-steps per wall-clock
 second of the whole command (process start-up, imports and writing the tables included),
-printed with the ratio to the sequential mode, all from this one invocation.
+printed with the ratio to the first mode, all from this one invocation. A mode with the
+suffix ``-alone`` (``local-alone``) trains every run alone (``TEACHERSTUDENT_WIDE_PACK=0``); the
+plain modes pack runs that differ only in per-member fields (here the teacher seed) into
+wide packs (teacherstudent/widepack.py), one or more per worker.
 
     python benchmarks/sweep_bench.py [--runs 64] [--epochs 20] [--modes sequential,local,dask]
+    python benchmarks/sweep_bench.py --modes local-alone,local     # before / after wide packing
 """
 
 from __future__ import annotations
@@ -83,12 +87,16 @@ def main() -> None:
     modes = {"sequential": dict(executor="local", workers=1),  # one process, torch's own threads
              "local": dict(executor="local"),  # min(cores, runs) worker processes x cores // workers threads
              "dask": dict(executor="dask")}  # LocalCluster(n_workers=2, threads_per_worker=1)
+    from teacherstudent.widepack import turned_off
+
     rows = []
     try:
-        for mode in args.modes.split(","):
-            out = work / mode
+        for i, mode in enumerate(args.modes.split(",")):
+            out = work / f"{i}-{mode}"
+            base, alone = mode.removesuffix("-alone"), mode.endswith("-alone")
             t0 = time.perf_counter()
-            res = run_study("bench_study", StudyOptions(out, "cpu", root=root, **modes[mode]))
+            with turned_off(alone):
+                res = run_study("bench_study", StudyOptions(out, "cpu", root=root, **modes[base]))
             wall = time.perf_counter() - t0
             assert not res.failed and res.counts()["done"] == len(study.runs), res.counts()
             rows.append((mode, wall, steps / wall))

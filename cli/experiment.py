@@ -56,6 +56,8 @@ def _seeds(seeds: Optional[str]):
 SET_HELP = "Override a base-config field: section.key=value (repeatable); a sweep axis wins over it."
 MPR_HELP = "Student seeds per run (ensemble members); default: as many as fit about 1 GB, all seeds for small studies."
 QUICK_HELP = "The experiment's quick variant: its [quick] table (fewer seeds and steps) merged over the base config."
+WIDE_HELP = ("Train every run alone: no wide packing of runs that differ only in per-member fields (teacher, "
+             "student init, learning rate) into one ensemble; the same tables either way.")
 SEEDS_HELP = "Student seeds of the study (replaces [sweep] seeds and student.seeds): 1-32, 1,3,5 or 4."
 
 
@@ -75,6 +77,7 @@ def run(
     seeds: Optional[str] = typer.Option(None, "--seeds", help=SEEDS_HELP),
     when_locked: str = typer.Option("wait", "--when-locked", help="A run another process is training: wait for it, or skip it."),
     quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
+    no_wide_pack: bool = typer.Option(False, "--no-wide-pack", help=WIDE_HELP),
 ) -> None:
     """Train every run of an experiment's study (finished runs are skipped, interrupted ones resume) and write its tables."""
     from rich.progress import TimeRemainingColumn
@@ -104,8 +107,11 @@ def run(
         def on_probe(label: str, i: int, n: int) -> None:
             progress.update(task, description=f"{name}: probe {label} ({i}/{n})")
 
-        res = run_study(name, replace(opts, executor=ex, on_progress=on_progress, on_report=on_report,
-                                      on_probe=on_probe), list(set_))
+        from teacherstudent.widepack import turned_off
+
+        with turned_off(no_wide_pack):
+            res = run_study(name, replace(opts, executor=ex, on_progress=on_progress, on_report=on_report,
+                                          on_probe=on_probe), list(set_))
     counts = res.counts()
     t = Table(title=f"{name}: {len(res.reports)} runs")
     for col in ("done", "resumed", "skipped", "failed"):
@@ -129,22 +135,30 @@ def run(
     console.print(f"runs:    {res.folder / 'runs.csv'} ({len(res.study.runs)} run folders under {out}/)")
 
 
-def _plan(name, set_, out, root, members_per_run, seeds, title: str, quick: bool = False) -> None:
+def _plan(name, set_, out, root, members_per_run, seeds, title: str, quick: bool = False, no_wide_pack: bool = False) -> None:
     from teacherstudent.experiments import StudyOptions, plan_study, study_progress
     from teacherstudent.sweep import plan_table
+    from teacherstudent.widepack import turned_off
 
     opts = StudyOptions(out=out, root=root, quick=quick, seeds=_seeds(seeds), members_per_run=members_per_run)
     _, study = plan_study(name, opts, list(set_))
-    df = plan_table(study, out)
+    with turned_off(no_wide_pack):
+        df = plan_table(study, out)
     t = Table(title=f"{name}: {title}")
-    for col in ("#", "run", "arms", "seeds", "state", "student-steps"):
-        t.add_column(col, justify="left" if col in ("run", "arms", "state") else "right")
+    for col in ("#", "run", "arms", "seeds", "state", "student-steps", "job"):
+        t.add_column(col, justify="left" if col in ("run", "arms", "state", "job") else "right")
     for r in df.itertuples(index=False):
-        t.add_row(str(r[0]), r.run, r.arms, r.seeds, r.state, f"{r.student_steps:,}/{r.total_student_steps:,}")
+        job = "" if pd_na(r.job) else f"{r.job}" + (f" (packed, {r.runs_in_job} runs)" if r.runs_in_job > 1 else "")
+        t.add_row(str(r[0]), r.run, r.arms, r.seeds, r.state, f"{r.student_steps:,}/{r.total_student_steps:,}", job)
     done, total = study_progress(study, out)
     counts = df.state.value_counts()
+    jobs = df.job.dropna()
+    packs = df[df.runs_in_job > 1].job.nunique()
     t.caption = (", ".join(f"{counts[s]} {s}" for s in ("done", "running", "interrupted", "failed", "missing") if s in counts)
-                 + f"; {done:,} of {total:,} student-steps ({100 * done / max(total, 1):.0f}%) in {out}/")
+                 + f"; {done:,} of {total:,} student-steps ({100 * done / max(total, 1):.0f}%) in {out}/"
+                 + (f"; the {len(jobs)} runs to train are {jobs.nunique()} jobs" + (
+                     f" ({packs} wide packs: runs trained as one ensemble, each with its own folder and tables)"
+                     if packs else " (every run alone)") if len(jobs) else ""))
     t.caption_justify = "left"
     console.print(t)
     for r in df.itertuples(index=False):
@@ -152,6 +166,12 @@ def _plan(name, set_, out, root, members_per_run, seeds, title: str, quick: bool
             from teacherstudent.store import run_status
 
             err_console.print(f"failed: {r.run}: {run_status(out / r.run).get('error', '')}", markup=False, highlight=False)
+
+
+def pd_na(v) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(v))
 
 
 # the options plan and status share
@@ -169,9 +189,10 @@ QUICK = typer.Option(False, "--quick", help=QUICK_HELP)
 def plan(
     name: str = NAME, set_: list[str] = SET, out: Path = OUT, root: Optional[Path] = DIR,
     members_per_run: Optional[int] = MPR, seeds: Optional[str] = SEEDS, quick: bool = QUICK,
+    no_wide_pack: bool = typer.Option(False, "--no-wide-pack", help=WIDE_HELP),
 ) -> None:
-    """The study's runs (arms x sweep points, packed by seeds) with run ids and states; trains nothing."""
-    _plan(name, set_, out, root, members_per_run, seeds, "plan", quick)
+    """The study's runs (arms x sweep points, packed by seeds) with run ids, states and the jobs that train them (wide packs); trains nothing."""
+    _plan(name, set_, out, root, members_per_run, seeds, "plan", quick, no_wide_pack)
 
 
 @app.command()

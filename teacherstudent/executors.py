@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import UserError
-from .sweep import train_job
+from .sweep import as_reports, failed_reports, train_job
 
 INSTALL_CLUSTER = "install the cluster extra: pip install 'teacherstudent[cluster]'"
 CONNECT_TIMEOUT_S = 5
@@ -44,11 +44,6 @@ def cluster_module():
         raise UserError(INSTALL_CLUSTER) from None
 
 
-def _failed(spec: dict[str, Any], why: str) -> dict[str, Any]:
-    return {"run_id": spec["run_id"], "path": f"{spec['out']}/{spec['run_id']}", "outcome": "failed",
-            "error": why, "notes": [], "seconds": 0.0}
-
-
 def _drain(futures: dict[Any, dict[str, Any]], poll: Callable[[], None]) -> Iterator[dict[str, Any]]:
     """Reports of ``futures`` (future -> spec) as they complete; a lost worker fails only its run."""
     pending = dict(futures)
@@ -61,9 +56,10 @@ def _drain(futures: dict[Any, dict[str, Any]], poll: Callable[[], None]) -> Iter
         for f in done:
             spec = pending.pop(f)
             try:
-                yield f.result()
+                reports = as_reports(f.result())
             except Exception as err:  # noqa: BLE001  (a worker process died: out of memory, killed, ...)
-                yield _failed(spec, f"worker lost ({type(err).__name__}: {' '.join(str(err).split())})")
+                reports = failed_reports(spec, f"worker lost ({type(err).__name__}: {' '.join(str(err).split())})")
+            yield from reports
 
 
 def available_cores() -> int:
@@ -111,7 +107,7 @@ class LocalExecutor:
         workers, threads = self.plan(len(specs))
         if workers == 1:
             for spec in specs:
-                yield train_job(spec, on_tick=poll)
+                yield from as_reports(train_job(spec, on_tick=poll))
                 poll()
             return
         import multiprocessing

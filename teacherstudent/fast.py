@@ -38,21 +38,22 @@ def loss_and_grads(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Ten
     return _forward_backward(params, x_BxD, y, loss, grads, None, masks, smoothing), grads
 
 
-def sgd_step(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, lr: float,
+def sgd_step(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, lr: float | tuple,
              masks: list[torch.Tensor] | None = None, smoothing: float = 0.0) -> torch.Tensor:
     """One plain SGD step (no momentum, no weight decay) in place; returns each member's loss ``[K]``.
 
     The update goes into the weight-gradient matmul (``W.baddbmm_(g^T, h, alpha=-lr)``), so
     no gradient is written and read back: the optimiser's separate pass over every weight
     was a tenth of the step. Each ``W_l`` is used for the gradient below it before it moves.
-    Equal to ``loss_and_grads`` followed by ``torch.optim.SGD`` up to float rounding.
+    Equal to ``loss_and_grads`` followed by ``torch.optim.SGD`` up to float rounding. ``lr``: one
+    rate, or ``(k0, k1, rate)`` segments covering the members (per-member rates, widepack.py).
     """
     return _forward_backward(params, x_BxD, y, loss, None, lr, masks, smoothing)
 
 
 @torch.no_grad()
 def _forward_backward(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str,
-                      grads: list[torch.Tensor] | None, lr: float | None, masks: list[torch.Tensor] | None = None,
+                      grads: list[torch.Tensor] | None, lr: float | tuple | None, masks: list[torch.Tensor] | None = None,
                       smoothing: float = 0.0) -> torch.Tensor:
     """Forward, loss and backward; gradients go to ``grads``, or (``lr`` given) straight into the weights."""
     Ws, bs = params[0::2], params[1::2]
@@ -101,13 +102,31 @@ def _forward_backward(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.
                 torch.matmul(gT, h_in, out=grads[2 * l])
             torch.sum(g, 1, out=grads[2 * l + 1])
         else:
-            if l > 0:
-                Ws[l].baddbmm_(gT, h_in, alpha=-lr)
-            else:
-                Ws[l].add_(torch.matmul(gT, h_in), alpha=-lr)  # x is shared over members: [K, n, B] @ [B, d]
-            bs[l].add_(g.sum(1), alpha=-lr)
+            K = Ws[l].shape[0]
+            for k0, k1, a in _segments(lr, K):
+                whole = k1 - k0 == K  # one rate: the very calls of a plain run
+                W, b, gs, gTs = (Ws[l], bs[l], g, gT) if whole else (Ws[l][k0:k1], bs[l][k0:k1], g[k0:k1], gT[k0:k1])
+                if l > 0:
+                    W.baddbmm_(gTs, h_in if whole else h_in[k0:k1], alpha=-a)
+                else:
+                    W.add_(torch.matmul(gTs, h_in), alpha=-a)  # x is shared over members: [K, n, B] @ [B, d]
+                b.add_(gs.sum(1), alpha=-a)
         g = g_below
     return value
+
+
+def _segments(lr, K: int) -> tuple[tuple[int, int, float], ...]:
+    """``lr`` as ``(k0, k1, rate)`` segments covering members ``0..K-1``: one rate is one segment.
+    Per-member rates (a wide pack, widepack.py) update each segment by its own ``baddbmm_``, whose
+    batch is that segment's members: the same call a run of those members alone makes."""
+    return ((0, K, lr),) if isinstance(lr, (int, float)) else lr
+
+
+def _clip(lr, k0: int, k1: int):
+    """The segments of members ``k0..k1-1``, renumbered from 0 (a chunk of members)."""
+    if isinstance(lr, (int, float)):
+        return lr
+    return tuple((max(a, k0) - k0, min(b, k1) - k0, r) for a, b, r in lr if a < k1 and b > k0)
 
 
 def members_per_chunk(widths: list[int], outputs: int, batch: int, itemsize: int, budget_bytes: float) -> int:
@@ -123,32 +142,44 @@ def member_targets(y: torch.Tensor, k0: int, k1: int) -> torch.Tensor:
     return y[k0:k1] if stacked else y
 
 
+def member_ranges(K: int, chunk: int, groups: tuple[tuple[int, int], ...] | None = None) -> list[tuple[int, int]]:
+    """The ``(k0, k1)`` member ranges a chunked step computes one after another: ``chunk`` members at a
+    time, within each of ``groups`` (default: all ``K`` members as one group; a wide pack computes each
+    one-member run as its own group, since MKL rounds a batch-1 matmul differently from a larger batch)."""
+    return [(k0, min(k0 + chunk, g1)) for g0, g1 in (groups or ((0, K),)) for k0 in range(g0, g1, chunk)]
+
+
 def loss_and_grads_chunked(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, chunk: int,
                            out: list[torch.Tensor] | None = None, masks: list[torch.Tensor] | None = None,
-                           smoothing: float = 0.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``loss_and_grads`` over members ``chunk`` at a time: bounded activation memory, the same numbers up
-    to float rounding (a batched matmul over fewer members may be split over threads differently)."""
+                           smoothing: float = 0.0, groups: tuple[tuple[int, int], ...] | None = None
+                           ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``loss_and_grads`` over members ``chunk`` at a time (and ``groups``, see ``member_ranges``): bounded
+    activation memory, the same numbers up to float rounding (a batched matmul over fewer members may
+    be split over threads differently)."""
     K = params[0].shape[0]
     grads = out if out is not None else [torch.empty_like(p) for p in params]
-    if chunk >= K:
+    ranges = member_ranges(K, chunk, groups)
+    if len(ranges) == 1:
         return loss_and_grads(params, x_BxD, y, loss, grads, masks, smoothing)
     values = []
-    for k0 in range(0, K, chunk):  # slices along dim 0 of contiguous buffers are contiguous: written in place
-        v, _ = loss_and_grads([p[k0:k0 + chunk] for p in params], x_BxD, member_targets(y, k0, k0 + chunk), loss,
-                              [g[k0:k0 + chunk] for g in grads], _rows(masks, k0, k0 + chunk), smoothing)
+    for k0, k1 in ranges:  # slices along dim 0 of contiguous buffers are contiguous: written in place
+        v, _ = loss_and_grads([p[k0:k1] for p in params], x_BxD, member_targets(y, k0, k1), loss,
+                              [g[k0:k1] for g in grads], _rows(masks, k0, k1), smoothing)
         values.append(v)
     return torch.cat(values), grads
 
 
-def sgd_step_chunked(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, lr: float,
-                     chunk: int, masks: list[torch.Tensor] | None = None, smoothing: float = 0.0) -> torch.Tensor:
-    """``sgd_step`` over members ``chunk`` at a time (each member's update is its own)."""
+def sgd_step_chunked(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, lr: float | tuple,
+                     chunk: int, masks: list[torch.Tensor] | None = None, smoothing: float = 0.0,
+                     groups: tuple[tuple[int, int], ...] | None = None) -> torch.Tensor:
+    """``sgd_step`` over members ``chunk`` at a time (and ``groups``; each member's update is its own)."""
     K = params[0].shape[0]
-    if chunk >= K:
+    ranges = member_ranges(K, chunk, groups)
+    if len(ranges) == 1:
         return sgd_step(params, x_BxD, y, loss, lr, masks, smoothing)
-    return torch.cat([sgd_step([p[k0:k0 + chunk] for p in params], x_BxD, member_targets(y, k0, k0 + chunk), loss, lr,
-                               _rows(masks, k0, k0 + chunk), smoothing)
-                      for k0 in range(0, K, chunk)])
+    return torch.cat([sgd_step([p[k0:k1] for p in params], x_BxD, member_targets(y, k0, k1), loss, _clip(lr, k0, k1),
+                               _rows(masks, k0, k1), smoothing)
+                      for k0, k1 in ranges])
 
 
 def _rows(masks: list[torch.Tensor] | None, k0: int, k1: int) -> list[torch.Tensor] | None:

@@ -78,6 +78,14 @@ class Trainer:
         return self.stepper.opt
 
     # ---- stepping --------------------------------------------------------
+    def lr_now(self, step: int):
+        """The learning rate of ``step`` (a wide pack, widepack.py, gives ``(k0, k1, rate)`` segments)."""
+        return lr_at(self.cfg.training, step, self.steps_per_epoch, self.total_steps)
+
+    def sum_losses(self, losses: torch.Tensor) -> torch.Tensor:
+        """Each member's sum ``[K]`` (float64) of the step losses ``[steps, K]`` (a wide pack sums run by run)."""
+        return losses.sum(0, dtype=torch.float64)
+
     def train_until(self, stop: int, on_step: Callable[[int], None] | None = None) -> None:
         """Take optimiser steps until ``self.step == stop``."""
         B = self.cfg.training.batch_size
@@ -91,7 +99,7 @@ class Trainer:
             if self._epoch is None or self._epoch[0] != epoch:
                 self._epoch = (epoch, *self.data.epoch(epoch))
             x, y = self._epoch[1][pos * B:(pos + 1) * B], self.data.batch(self._epoch[2], pos * B, (pos + 1) * B)
-            lr = lr_at(self.cfg.training, self.step, self.steps_per_epoch, self.total_steps)
+            lr = self.lr_now(self.step)
             # a stopped member does not move: its weights are put back after the update
             # (zero gradients alone would not hold it still under momentum or Adam)
             frozen = [p[dead_idx].clone() for p in self.ens.trainable] if dead_idx is not None else None
@@ -110,7 +118,7 @@ class Trainer:
             self.step += 1
             if on_step is not None:
                 on_step(self.step)
-        self.loss_sum += losses.sum(0, dtype=torch.float64)
+        self.loss_sum += self.sum_losses(losses)
         self.loss_n += stop - start
         bad = ~torch.isfinite(losses)
         first = bad.to(torch.uint8).argmax(0) + start

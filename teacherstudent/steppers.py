@@ -38,6 +38,7 @@ class Stepper:
         outputs = self.ens.weights[-1].shape[1]
         self.chunk = members_per_chunk(problem.widths, outputs, cfg.training.batch_size,
                                        self.ens.params[0].element_size(), memory_budget)
+        self.groups: tuple[tuple[int, int], ...] | None = None  # member ranges computed apart (fast.member_ranges)
         self.smoothing = cfg.training.label_smoothing
         self.dropout = cfg.training.dropout
         # one mask stream per member, from its student seed: a member's masks do not depend on its ensemble
@@ -53,6 +54,12 @@ class Stepper:
         keep = [torch.stack([torch.rand(B, n, generator=g) < 1 - p for g in self.dropout_gens])
                 for n in self.problem.widths]
         return [k.to(params.device, params.dtype).div_(1 - p) for k in keep]
+
+    def clip(self, grads: list[torch.Tensor]) -> None:
+        """Per-member gradient clipping, group by group (a norm over a one-member slice reduces
+        differently from a row of several)."""
+        for g0, g1 in self.groups or ((0, grads[0].shape[0]),):
+            clip_per_member_(grads if self.groups is None else [g[g0:g1] for g in grads], self.t.clip_norm)
 
     def set_lr(self, lr: float) -> None:
         for g in self.opt.param_groups:
@@ -82,7 +89,8 @@ class FusedSGD(Stepper):
     name = "fused_sgd"
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
-        return sgd_step_chunked(self.ens.params, x, y, self.loss, lr, self.chunk, self.masks(x.shape[0]), self.smoothing)
+        return sgd_step_chunked(self.ens.params, x, y, self.loss, lr, self.chunk, self.masks(x.shape[0]), self.smoothing,
+                                self.groups)
 
 
 class Fast(Stepper):
@@ -99,9 +107,9 @@ class Fast(Stepper):
         if self.grads is None:  # written in place every step (see fast.loss_and_grads)
             self.grads = [torch.empty_like(p) for p in self.ens.params]
         loss, grads = loss_and_grads_chunked(self.ens.params, x, y, self.loss, self.chunk, self.grads,
-                                             self.masks(x.shape[0]), self.smoothing)
+                                             self.masks(x.shape[0]), self.smoothing, self.groups)
         if self.t.clip_norm is not None:
-            clip_per_member_(grads, self.t.clip_norm)
+            self.clip(grads)
         for p, g in zip(self.ens.params, grads):
             p.grad = g
         self.opt.step()

@@ -46,7 +46,7 @@ from .lock import is_locked
 from .store import run_status
 
 MEMBER_BUDGET = 1 << 30  # bytes of parameters, optimiser state and activations per run, for the default packing
-SWEEP_KEYS = ("grid", "zip", "seeds")
+SWEEP_KEYS = ("grid", "zip", "seeds", "wide_pack")
 OUTCOMES = ("done", "resumed", "skipped", "failed")
 
 
@@ -57,6 +57,7 @@ class Sweep:
     grid: dict[str, tuple] = field(default_factory=dict)
     zip: dict[str, tuple] = field(default_factory=dict)
     seeds: tuple[int, ...] | None = None
+    wide_pack: bool = True  # runs that differ only in per-member fields train together (widepack.py)
 
     @property
     def axes(self) -> list[str]:
@@ -137,7 +138,11 @@ def parse_sweep(table: Any) -> Sweep | None:
         raise UserError("[sweep.zip] axes must have equal lengths (they are paired): "
                         + ", ".join(f"{k} has {n}" for k, n in lengths.items()))
     seeds = _seeds(table["seeds"]) if "seeds" in table else None
-    return Sweep(axes["grid"], axes["zip"], seeds)
+    wide = table.get("wide_pack", True)
+    if not isinstance(wide, bool):
+        raise UserError(f"[sweep] wide_pack = {wide!r}: write true (train runs that differ only in per-member "
+                        "fields as one ensemble, the default) or false (every run alone)")
+    return Sweep(axes["grid"], axes["zip"], seeds, wide)
 
 
 def _set(data: dict, key: str, value: Any) -> None:
@@ -327,12 +332,48 @@ def plan_table(study: Study, out: Path):
     import pandas as pd
 
     rows = []
-    for i, r in enumerate(study.runs):
-        state, done = run_state(out, r)
+    states = [run_state(out, r) for r in study.runs]
+    jobs = study_jobs(study, [r for r, (state, _) in zip(study.runs, states) if state != "done"], out)
+    pack = {r.run_id: (i + 1, len(j)) for i, j in enumerate(jobs) for r in j}
+    for i, (r, (state, done)) in enumerate(zip(study.runs, states)):
+        job, n = pack.get(r.run_id, (None, 0))
         rows.append({"#": i + 1, "run": r.run_id, "arms": "; ".join(lb.text for lb in r.labels),
                      "seeds": format_seeds(tuple(r.cfg.student.seeds)), "members": r.members, "state": state,
-                     "student_steps": done, "total_student_steps": r.student_steps})
-    return pd.DataFrame(rows)
+                     "student_steps": done, "total_student_steps": r.student_steps,
+                     "job": job, "runs_in_job": n})
+    df = pd.DataFrame(rows)
+    df["job"] = df["job"].astype("Int64")
+    return df
+
+
+def study_jobs(study: Study, runs: list[StudyRun], out: Path, workers: int | None = None) -> list[tuple[StudyRun, ...]]:
+    """The jobs that train ``runs`` (the study's unfinished ones): tuples of runs trained as one
+    ensemble (wide packing, ``teacherstudent.widepack``; one run: alone), at least ``workers``
+    of them where packs can be split (default: this machine's cores)."""
+    from .executors import available_cores
+    from .widepack import enabled, wide_jobs
+
+    return wide_jobs(runs, out, enabled(study.sweep), workers or available_cores())
+
+
+def jobs_specs(jobs: list[tuple[StudyRun, ...]], out: Path, device: str, threads: int | None, when_locked: str,
+               force: bool, command: list[str] | None) -> list[dict[str, Any]]:
+    """One worker spec per job: ``job_spec`` for a run alone, ``widepack.pack_spec`` for a pack."""
+    from .widepack import pack_spec
+
+    return [job_spec(j[0], out, device, threads, when_locked, force, command) if len(j) == 1
+            else pack_spec(j, out, device, threads, when_locked, force, command) for j in jobs]
+
+
+def as_reports(result: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A worker's result as reports: one for a run alone, one per run for a pack."""
+    return result if isinstance(result, list) else [result]
+
+
+def failed_reports(spec: dict[str, Any], why: str) -> list[dict[str, Any]]:
+    """The reports of a job whose worker was lost: every run of it failed."""
+    return [{"run_id": s["run_id"], "path": f"{s['out']}/{s['run_id']}", "outcome": "failed", "error": why,
+             "notes": [], "seconds": 0.0} for s in spec.get("pack", [spec])]
 
 
 def load_study(study: Study, out: str | Path, table: str = "metrics"):
@@ -382,11 +423,17 @@ def _dask_threads() -> int | None:
     return max(1, (os.cpu_count() or 1) // n)
 
 
-def train_job(spec: dict[str, Any], on_tick=None) -> dict[str, Any]:
+def train_job(spec: dict[str, Any], on_tick=None) -> dict[str, Any] | list[dict[str, Any]]:
     """Train one study run (in whatever process an executor chose); returns a small report:
     ``run_id``, ``path``, ``outcome`` (``done``, ``resumed``, ``skipped``, ``failed``),
-    ``error`` (one line), ``notes`` (e.g. that it waited for another process), ``seconds``."""
+    ``error`` (one line), ``notes`` (e.g. that it waited for another process), ``seconds``.
+    A pack's spec (``widepack.pack_spec``) trains its runs together: one report per run."""
     import torch
+
+    if "pack" in spec:
+        from .widepack import train_pack
+
+        return train_pack(spec, on_tick)
 
     from .lock import RunLocked
     from .runtime import busy_capped_threads
