@@ -348,7 +348,6 @@ def run_probes(name: str, module: ModuleType, study: Study, opts: StudyOptions,
     if not callable(getattr(module, "probes", None)):
         return {}
     from .probes import PROBES
-    from .runtime import busy_capped_threads
 
     base, _ = base_config(name, overrides, opts.root, opts.quick)
     parents = {lb.arm: opts.out / study.runs_of(lb)[0].run_id for lb in study.labels}
@@ -362,8 +361,7 @@ def run_probes(name: str, module: ModuleType, study: Study, opts: StudyOptions,
         if arm not in parents or kind not in PROBES:
             raise UserError(f"experiment {name}: probe {label!r} names arm {arm!r} of {sorted(parents)} "
                             f"and kind {kind!r} of {sorted(PROBES)}")
-        with busy_capped_threads():  # retrains in this process: as many threads as the machine has free
-            got = PROBES[kind](parents[arm], fields, root=opts.out, device=opts.device, command=opts.command)
+        got = PROBES[kind](parents[arm], fields, root=opts.out, device=opts.device, command=opts.command)
         children[label] = got[-1] if isinstance(got, list) else got
     return children
 

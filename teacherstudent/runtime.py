@@ -6,7 +6,6 @@ before it decides to load anything heavy.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import os
 import platform
@@ -72,25 +71,6 @@ def machine_load() -> tuple[float | None, int]:
         return os.getloadavg()[0], cpus
     except (AttributeError, OSError):
         return None, cpus
-
-
-@contextlib.contextmanager
-def busy_capped_threads():
-    """Inside: torch's thread count capped as ``choose_threads`` caps it (on a busy machine), the
-    caller's count restored on the way out. For work that trains in the calling process (a study
-    run with one local worker, probe retrains): two threads on a machine whose cores are taken
-    made the lottery study's parent run 6-8x slower than one (measured, issue 20)."""
-    import torch
-
-    before = torch.get_num_threads()
-    capped, _ = choose_threads()
-    if capped < before:
-        torch.set_num_threads(capped)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def choose_threads(requested: int | None = None) -> tuple[int, str]:

@@ -436,7 +436,6 @@ def train_job(spec: dict[str, Any], on_tick=None) -> dict[str, Any] | list[dict[
         return train_pack(spec, on_tick)
 
     from .lock import RunLocked
-    from .runtime import busy_capped_threads
     from .simulate import RunOptions, run
     from .store import RunFolder
 
@@ -469,9 +468,7 @@ def train_job(spec: dict[str, Any], on_tick=None) -> dict[str, Any] | list[dict[
 
             opts = RunOptions(Path(spec["out"]), spec["device"], spec.get("command"), spec["force"], on_progress,
                               when_locked=spec["when_locked"])
-            # in this process (one local worker): as many threads as the machine has free, as `run` does
-            capped = busy_capped_threads() if not threads else contextlib.nullcontext()
-            with contextlib.redirect_stderr(stderr), capped:  # "waiting for it" goes into the report
+            with contextlib.redirect_stderr(stderr):  # "waiting for it" goes into the report, not over the progress bar
                 run(cfg, opts)
             if trained[0]:
                 report["outcome"] = "resumed" if resumable and not spec["force"] else "done"

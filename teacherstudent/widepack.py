@@ -461,11 +461,7 @@ def train_pack(spec: dict[str, Any], on_tick=None) -> list[dict[str, Any]]:
             except Exception as err:  # noqa: BLE001
                 rep["error"] = _one_line(err)
         if live:  # runs of several members first, one-member runs last (PackTrainer computes those apart)
-            from .runtime import busy_capped_threads
-
-            # in this process (one local worker): as many threads as the machine has free, as train_job does
-            with busy_capped_threads() if not threads else contextlib.nullcontext():
-                _train_live(sorted(live, key=lambda item: len(item[1].student.seeds) == 1), spec, reports, on_tick)
+            _train_live(sorted(live, key=lambda item: len(item[1].student.seeds) == 1), spec, reports, on_tick)
     notes = [line for line in stderr.getvalue().splitlines() if line.strip()]
     seconds = round(time.perf_counter() - t0, 3)
     for s, *_ in live:
