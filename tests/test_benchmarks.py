@@ -129,3 +129,14 @@ def test_figures_bench_charges_each_experiment_to_the_first_figure_that_needs_it
     assert rows["F6"]["student_steps"] == 200 and rows["F6"]["probes"] == 3  # 50 trained + 150 retrained
     assert rows["F1"]["measured/estimated"] == 1.5 and rows["F6"]["measured/estimated"] == 2.0
     assert math.isnan(rows["F2"]["measured/estimated"])
+
+
+def test_gemm_tries_times_every_variant_and_measures_the_bf16_error(capsys):
+    from teacherstudent_benchmarks import gemm_tries
+
+    gemm_tries.main(["--K", "2", "--repeats", "1"])
+    out = capsys.readouterr().out
+    for name in ("bmm", "loop", "blockdiag", "bf16", "mkldnn off"):
+        assert f"  {name}" in out
+    err = float(out.split("bf16 ")[-1].split(",")[0])
+    assert 1e-4 < err < 2e-2  # bfloat16 keeps 8 bits of mantissa: about 3e-3 relative error per matmul
