@@ -28,7 +28,7 @@ def arms(base: ExperimentConfig) -> dict[str, ExperimentConfig]:
 def tables(runs: dict[str, Path]) -> dict[str, pd.DataFrame]:
     folder = runs["lucky"]
     c = build_config(read_json(folder / "config.json"))
-    k = lucky_per_layer(c.student, len(c.teacher.widths))
+    k = lucky_per_layer(c.student.lucky_nodes, len(c.teacher.widths))
     s = read_table(folder, "student_nodes")
     s = s.assign(group=["lucky" if j < k[l] else "other" for l, j in zip(s.layer, s.student_node)])
     return {"curves": s[["member", "layer", "student_node", "step", "group", "fanout_norm", "best_corr"]]}

@@ -48,7 +48,7 @@ def tables(runs: dict[str, Path]) -> dict[str, pd.DataFrame]:
     frames = []
     for arm, folder in runs.items():
         c = build_config(read_json(folder / "config.json"))
-        k = lucky_per_layer(c.student, len(c.teacher.widths)) if arm == "lucky" else (0,) * len(c.teacher.widths)
+        k = lucky_per_layer(c.student.lucky_nodes, len(c.teacher.widths)) if arm == "lucky" else (0,) * len(c.teacher.widths)
         frames.append(node_table(arm, folder, k))
     nodes = pd.concat(frames, ignore_index=True)
     q = nodes.groupby(["arm", "layer", "group"])

@@ -50,6 +50,10 @@ class Architecture:
         """Activations each hidden node (channel) has per sample, per layer: 1 for fully connected layers."""
         return [1] * len(cfg.teacher.widths)
 
+    def ensemble_positions(self, ens) -> list[int]:
+        """``positions`` read off built students (``build`` asks the students, not the config)."""
+        return [1] * (len(ens.weights) - 1)
+
     def param_count(self, cfg: ExperimentConfig, d: int) -> int:
         """Weights and biases of one student (``d`` inputs), for the memory estimates."""
         dims = [d, *(cfg.student.multiplier * w for w in cfg.teacher.widths), cfg.teacher.outputs]
@@ -82,7 +86,8 @@ class Mlp(Architecture):
 
         widths = [cfg.student.multiplier * m for m in cfg.teacher.widths]
         ens = Ensemble.create(widths, d, teacher.outputs, cfg.student, device, dtype)
-        plant_lucky(ens, teacher, cfg.student)  # student.lucky_nodes (a no-op at 0)
+        s = cfg.student
+        plant_lucky(ens, teacher, s.lucky_nodes, s.lucky_noise, tuple(s.seeds))  # a no-op at lucky_nodes = 0
         return ens
 
     def ensemble(self, cfg, params, batchnorm):
@@ -195,6 +200,9 @@ class Conv(Architecture):
         from .conv import geometry
 
         return geometry(cfg).positions()
+
+    def ensemble_positions(self, ens):
+        return ens.geom.positions()
 
     def param_count(self, cfg, d):
         import math

@@ -60,4 +60,4 @@ def build(cfg: ExperimentConfig, device: torch.device, ensemble: Ensemble | None
         ensemble = arch.students(cfg, teacher, data.x_eval.shape[1], device, dtype)
     for p in ensemble.trainable:
         p.requires_grad_(True)
-    return Problem(cfg, device, dtype, teacher, data, ensemble, arch.positions(cfg))
+    return Problem(cfg, device, dtype, teacher, data, ensemble, arch.ensemble_positions(ensemble))

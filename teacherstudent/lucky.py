@@ -32,10 +32,9 @@ from .teacher import Teacher
 
 
 
-def lucky_per_layer(cfg: StudentConfig, layers: int) -> tuple[int, ...]:
-    if isinstance(cfg.lucky_nodes, tuple):
-        return cfg.lucky_nodes
-    return (cfg.lucky_nodes,) * layers
+def lucky_per_layer(nodes: int | tuple[int, ...], layers: int) -> tuple[int, ...]:
+    """``student.lucky_nodes`` per hidden layer (one value for every layer, or one per layer)."""
+    return nodes if isinstance(nodes, tuple) else (nodes,) * layers
 
 
 def check_lucky(cfg: StudentConfig, teacher_widths: tuple[int, ...]) -> None:
@@ -43,7 +42,7 @@ def check_lucky(cfg: StudentConfig, teacher_widths: tuple[int, ...]) -> None:
     if isinstance(cfg.lucky_nodes, tuple) and len(cfg.lucky_nodes) != len(teacher_widths):
         raise ValueError(f"student.lucky_nodes has {len(cfg.lucky_nodes)} values but the teacher has "
                          f"{len(teacher_widths)} hidden layers")
-    k = lucky_per_layer(cfg, len(teacher_widths))
+    k = lucky_per_layer(cfg.lucky_nodes, len(teacher_widths))
     if any(v < 0 for v in k):
         raise ValueError(f"student.lucky_nodes must be >= 0, got {cfg.lucky_nodes}")
     over = [(l, v, m) for l, (v, m) in enumerate(zip(k, teacher_widths)) if v > m]
@@ -55,15 +54,16 @@ def check_lucky(cfg: StudentConfig, teacher_widths: tuple[int, ...]) -> None:
 
 
 @torch.no_grad()
-def plant_lucky(ens: Ensemble, teacher: Teacher, cfg: StudentConfig) -> None:
-    """Overwrite the lucky part of every member's weights in place (a no-op with no lucky nodes)."""
+def plant_lucky(ens: Ensemble, teacher: Teacher, nodes: int | tuple[int, ...], sigma: float,
+                seeds: tuple[int, ...]) -> None:
+    """Overwrite the lucky part of every member's weights in place (a no-op with no lucky nodes):
+    ``nodes`` = ``student.lucky_nodes``, ``sigma`` = ``student.lucky_noise``, one member per seed."""
     L = len(ens.weights) - 1
-    k = lucky_per_layer(cfg, L)
+    k = lucky_per_layer(nodes, L)
     if not any(k):
         return
-    sigma = cfg.lucky_noise
     all_teachers = teacher
-    for member, seed in enumerate(cfg.seeds):
+    for member, seed in enumerate(seeds):
         teacher = all_teachers.member(member)
         gen = generator(seed, Stream.LUCKY)
 

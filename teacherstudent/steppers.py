@@ -33,7 +33,7 @@ class Stepper:
     def __init__(self, problem: Problem, memory_budget: float = DEFAULT_MEMORY_BUDGET):
         cfg = problem.cfg
         self.problem, self.ens, self.t = problem, problem.ens, cfg.training
-        self.loss = loss_kind(cfg.training)
+        self.loss = loss_kind(cfg.training.loss, cfg.training.loss_reduction)
         self.opt = make_optimizer(self.ens.trainable, cfg.training)
         outputs = self.ens.weights[-1].shape[1]
         self.chunk = members_per_chunk(problem.widths, outputs, cfg.training.batch_size,

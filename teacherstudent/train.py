@@ -164,9 +164,10 @@ def _half_sum(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (out - y).square().sum((1, 2)) / (2 * out.shape[1])
 
 
-def loss_kind(cfg: TrainingConfig) -> str:
-    """The loss the steppers and the evaluation compute: ``loss``, or ``mse_half_sum``."""
-    return "mse_half_sum" if cfg.loss_reduction == "half_sum" else cfg.loss
+def loss_kind(loss: str, reduction: str) -> str:
+    """The loss the steppers and the evaluation compute (``training.loss`` and ``.loss_reduction``):
+    ``loss``, or ``mse_half_sum``."""
+    return "mse_half_sum" if reduction == "half_sum" else loss
 
 
 def member_loss(kind: str, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

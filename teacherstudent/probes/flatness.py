@@ -151,7 +151,7 @@ def training_loss(problem: Problem, samples: int):
     x, y = data.train_set if data.train_set is not None else (data.x_eval, data.y_eval)
     n = min(samples, x.shape[0])
     x, y = x[:n], data.batch(y, 0, n)
-    f = member_loss(loss_kind(problem.cfg.training))
+    f = member_loss(loss_kind(problem.cfg.training.loss, problem.cfg.training.loss_reduction))
     return (lambda tensors: f(with_trainable(problem.ens, tensors).output(x, train=False), y).sum()), n
 
 
