@@ -327,13 +327,15 @@ def format_seeds(seeds: tuple[int, ...]) -> str:
     return ",".join(out)
 
 
-def plan_table(study: Study, out: Path):
-    """One row per run: run id, its arms and points, seeds, state and student-steps done / total."""
+def plan_table(study: Study, out: Path, wide_pack: bool = True):
+    """One row per run: run id, its arms and points, seeds, state and student-steps done / total,
+    and the job that trains it (``wide_pack``: as ``study_jobs`` packs them)."""
     import pandas as pd
 
     rows = []
     states = [run_state(out, r) for r in study.runs]
-    jobs = study_jobs(study, [r for r, (state, _) in zip(study.runs, states) if state != "done"], out)
+    jobs = study_jobs(study, [r for r, (state, _) in zip(study.runs, states) if state != "done"], out,
+                      wide_pack=wide_pack)
     pack = {r.run_id: (i + 1, len(j)) for i, j in enumerate(jobs) for r in j}
     for i, (r, (state, done)) in enumerate(zip(study.runs, states)):
         job, n = pack.get(r.run_id, (None, 0))
@@ -346,14 +348,15 @@ def plan_table(study: Study, out: Path):
     return df
 
 
-def study_jobs(study: Study, runs: list[StudyRun], out: Path, workers: int | None = None) -> list[tuple[StudyRun, ...]]:
+def study_jobs(study: Study, runs: list[StudyRun], out: Path, workers: int | None = None,
+               wide_pack: bool = True) -> list[tuple[StudyRun, ...]]:
     """The jobs that train ``runs`` (the study's unfinished ones): tuples of runs trained as one
-    ensemble (wide packing, ``teacherstudent.widepack``; one run: alone), at least ``workers``
-    of them where packs can be split (default: this machine's cores)."""
+    ensemble (wide packing, ``teacherstudent.widepack``, unless ``wide_pack`` is False; one run:
+    alone), at least ``workers`` of them where packs can be split (default: this machine's cores)."""
     from .executors import available_cores
     from .widepack import enabled, wide_jobs
 
-    return wide_jobs(runs, out, enabled(study.sweep), workers or available_cores())
+    return wide_jobs(runs, out, wide_pack and enabled(study.sweep), workers or available_cores())
 
 
 def jobs_specs(jobs: list[tuple[StudyRun, ...]], out: Path, device: str, threads: int | None, when_locked: str,
@@ -423,13 +426,40 @@ def _dask_threads() -> int | None:
     return max(1, (os.cpu_count() or 1) // n)
 
 
+def new_report(spec: dict[str, Any]) -> dict[str, Any]:
+    """A run's report before it trains (``train_job``'s keys; outcome ``failed`` until it says otherwise)."""
+    return {"run_id": spec["run_id"], "path": str(Path(spec["out"]) / spec["run_id"]), "outcome": "failed",
+            "error": None, "notes": [], "seconds": 0.0}
+
+
+def error_line(err: Exception) -> str:
+    """A failure as one report line: a ``UserError``'s message, else ``Type: message``."""
+    msg = " ".join(str(err).split()) or type(err).__name__
+    return msg if isinstance(err, UserError) else f"{type(err).__name__}: {msg}"
+
+
+def mark_failed(folder, error: str) -> None:
+    """Record a failed attempt in an unfinished run folder's status (never in one holding another config)."""
+    with contextlib.suppress(Exception):
+        folder.check_config()
+        st = folder.status
+        folder.mark("failed", int(st.get("step") or 0), int(st.get("total_steps") or 0), error=error)
+
+
+def apply_threads(spec: dict[str, Any]) -> None:
+    """Torch threads as the executor told this job (a Dask worker's own count when it did not)."""
+    import torch
+
+    threads = spec.get("threads") or _dask_threads()
+    if threads and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def train_job(spec: dict[str, Any], on_tick=None) -> dict[str, Any] | list[dict[str, Any]]:
     """Train one study run (in whatever process an executor chose); returns a small report:
     ``run_id``, ``path``, ``outcome`` (``done``, ``resumed``, ``skipped``, ``failed``),
     ``error`` (one line), ``notes`` (e.g. that it waited for another process), ``seconds``.
     A pack's spec (``widepack.pack_spec``) trains its runs together: one report per run."""
-    import torch
-
     if "pack" in spec:
         from .widepack import train_pack
 
@@ -440,11 +470,8 @@ def train_job(spec: dict[str, Any], on_tick=None) -> dict[str, Any] | list[dict[
     from .store import RunFolder
 
     t0 = time.perf_counter()
-    threads = spec.get("threads") or _dask_threads()
-    if threads and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    report: dict[str, Any] = {"run_id": spec["run_id"], "path": str(Path(spec["out"]) / spec["run_id"]),
-                              "outcome": "failed", "error": None, "notes": [], "seconds": 0.0}
+    apply_threads(spec)
+    report = new_report(spec)
     stderr = io.StringIO()
     folder = None
     try:
@@ -484,13 +511,9 @@ def train_job(spec: dict[str, Any], on_tick=None) -> dict[str, Any] | list[dict[
         report["outcome"] = "skipped"
         report["notes"].append(str(err))
     except Exception as err:  # noqa: BLE001  (one failing run must not stop the study)
-        msg = " ".join(str(err).split()) or type(err).__name__
-        report["error"] = msg if isinstance(err, UserError) else f"{type(err).__name__}: {msg}"
+        report["error"] = error_line(err)
         if folder is not None and folder.path.exists() and not folder.finished:
-            with contextlib.suppress(Exception):
-                folder.check_config()  # never write into a folder that holds another config
-                st = folder.status
-                folder.mark("failed", int(st.get("step") or 0), int(st.get("total_steps") or 0), error=report["error"])
+            mark_failed(folder, report["error"])
     report["notes"].extend(line for line in stderr.getvalue().splitlines() if line.strip())
     report["seconds"] = round(time.perf_counter() - t0, 3)
     return report

@@ -155,24 +155,6 @@ def enabled(sweep=None) -> bool:
     return getattr(sweep, "wide_pack", True)
 
 
-@contextlib.contextmanager
-def turned_off(off: bool = True):
-    """Wide packing off for the body (``--no-wide-pack``: the environment variable, restored after,
-    so that worker processes started meanwhile see it too)."""
-    if not off:
-        yield
-        return
-    before = os.environ.get(ENV)
-    os.environ[ENV] = "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = before
-
-
 def label_bytes(cfg: ExperimentConfig) -> int:
     """One member's own labels and evaluation targets (a pack keeps them per member)."""
     el = 8 if cfg.training.dtype == "float64" else 4
@@ -412,25 +394,18 @@ def resume_state(tr: PackTrainer, v: RunView, recorder) -> dict:
     return {"trainer": trainer, "callbacks": [None, None, recorder.state_dict()]}
 
 
-def _report(sub: dict) -> dict[str, Any]:
-    return {"run_id": sub["run_id"], "path": str(Path(sub["out"]) / sub["run_id"]), "outcome": "failed",
-            "error": None, "notes": [], "seconds": 0.0}
-
-
 def train_pack(spec: dict[str, Any], on_tick=None) -> list[dict[str, Any]]:
     """Train the runs of a pack spec (``pack_spec``) together; one report per run, as
     ``sweep.train_job`` gives for a run alone (a run found with a resume point meanwhile
     trains alone after the pack, by ``train_job``)."""
     from .lock import RunLocked
     from .store import RunFolder
-    from .sweep import _dask_threads, train_job
+    from .sweep import apply_threads, error_line, new_report, train_job
 
     t0 = time.perf_counter()
-    threads = spec.get("threads") or _dask_threads()
-    if threads and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    apply_threads(spec)
     subs = spec["pack"]
-    reports = {s["run_id"]: _report(s) for s in subs}
+    reports = {s["run_id"]: new_report(s) for s in subs}
     alone, live = [], []
     stderr = io.StringIO()
     with contextlib.ExitStack() as locks, contextlib.redirect_stderr(stderr):
@@ -459,7 +434,7 @@ def train_pack(spec: dict[str, Any], on_tick=None) -> list[dict[str, Any]]:
                 rep["outcome"] = "skipped"
                 rep["notes"].append(str(err))
             except Exception as err:  # noqa: BLE001
-                rep["error"] = _one_line(err)
+                rep["error"] = error_line(err)
         if live:  # runs of several members first, one-member runs last (PackTrainer computes those apart)
             _train_live(sorted(live, key=lambda item: len(item[1].student.seeds) == 1), spec, reports, on_tick)
     notes = [line for line in stderr.getvalue().splitlines() if line.strip()]
@@ -472,11 +447,6 @@ def train_pack(spec: dict[str, Any], on_tick=None) -> list[dict[str, Any]]:
     return [reports[s["run_id"]] for s in subs]
 
 
-def _one_line(err: Exception) -> str:
-    msg = " ".join(str(err).split()) or type(err).__name__
-    return msg if isinstance(err, UserError) else f"{type(err).__name__}: {msg}"
-
-
 def _train_live(live: list, spec: dict[str, Any], reports: dict, on_tick) -> None:
     """Train the locked runs ``live`` ((spec, cfg, folder, resumable) each) as one pack and finish
     every run folder as ``simulate.run`` finishes a run alone."""
@@ -485,7 +455,7 @@ def _train_live(live: list, spec: dict[str, Any], reports: dict, on_tick) -> Non
     from .results import Recorder
     from .simulate import meta, resume_every_default
     from .steppers import DEFAULT_MEMORY_BUDGET
-    from .sweep import PROGRESS_EVERY_S, all_diverged
+    from .sweep import PROGRESS_EVERY_S, all_diverged, error_line, mark_failed
 
     folders = [f for _, _, f, _ in live]
     started, saved = False, 0
@@ -547,12 +517,10 @@ def _train_live(live: list, spec: dict[str, Any], reports: dict, on_tick) -> Non
                     f.mark("interrupted", saved, int(f.status.get("total_steps") or 0))
         raise
     except Exception as err:  # noqa: BLE001  (the pack fails: every unfinished run of it says why)
-        msg = _one_line(err)
+        msg = error_line(err)
         for (s, _, f, _) in live:
             if f.finished:
                 continue
             reports[s["run_id"]].update(outcome="failed", error=msg)
-            with contextlib.suppress(Exception):
-                if f.path.exists():
-                    st = f.status
-                    f.mark("failed", int(st.get("step") or 0), int(st.get("total_steps") or 0), error=msg)
+            if f.path.exists():
+                mark_failed(f, msg)
