@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from teacherstudent.config import ExperimentConfig
+from teacherstudent.experiments import longer
 from teacherstudent.summary import read_table
 
 
@@ -30,10 +31,8 @@ LONG = 4  # the long arm's epochs, in multiples of the base's
 
 
 def arms(base: ExperimentConfig) -> dict[str, ExperimentConfig]:
-    t = base.training
-    longer = {"steps": t.steps * LONG} if t.steps is not None else {"epochs": t.epochs * LONG}
     return {"plain": base, "batchnorm": base.replace(name=f"{base.name}.bn", student={"batchnorm": True}),
-            "long": base.replace(name=f"{base.name}.long", training=longer,
+            "long": base.replace(name=f"{base.name}.long", training=longer(base, LONG),
                                  student={"seeds": list(base.student.seeds[:3])})}
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from teacherstudent.config import ExperimentConfig
+from teacherstudent.experiments import longer
 from teacherstudent.summary import read_table
 
 
@@ -25,9 +26,7 @@ LONG = 4  # the long arm's step budget, in multiples of the base's
 
 
 def arms(base: ExperimentConfig) -> dict[str, ExperimentConfig]:
-    t = base.training
-    longer = {"steps": t.steps * LONG} if t.steps is not None else {"epochs": t.epochs * LONG}
-    return {"deep": base, "long": base.replace(training=longer)}
+    return {"deep": base, "long": base.replace(training=longer(base, LONG))}
 
 
 def tables(runs: dict[str, Path]) -> dict[str, pd.DataFrame]:

@@ -87,16 +87,13 @@ def main() -> None:
     modes = {"sequential": dict(executor="local", workers=1),  # one process, torch's own threads
              "local": dict(executor="local"),  # min(cores, runs) worker processes x cores // workers threads
              "dask": dict(executor="dask")}  # LocalCluster(n_workers=2, threads_per_worker=1)
-    from teacherstudent.widepack import turned_off
-
     rows = []
     try:
         for i, mode in enumerate(args.modes.split(",")):
             out = work / f"{i}-{mode}"
             base, alone = mode.removesuffix("-alone"), mode.endswith("-alone")
             t0 = time.perf_counter()
-            with turned_off(alone):
-                res = run_study("bench_study", StudyOptions(out, "cpu", root=root, **modes[base]))
+            res = run_study("bench_study", StudyOptions(out, "cpu", root=root, wide_pack=not alone, **modes[base]))
             wall = time.perf_counter() - t0
             assert not res.failed and res.counts()["done"] == len(study.runs), res.counts()
             rows.append((mode, wall, steps / wall))

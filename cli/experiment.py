@@ -86,7 +86,8 @@ def run(
 
     opts = StudyOptions(out=out, device=device, root=root, quick=quick, seeds=_seeds(seeds),
                         members_per_run=members_per_run, executor=executor, workers=workers, scheduler=scheduler,
-                        when_locked=when_locked, force=force, command=sys.argv)  # bad options: one line, here
+                        when_locked=when_locked, force=force, wide_pack=not no_wide_pack,
+                        command=sys.argv)  # bad options: one line, here
     _, study = plan_study(name, opts, list(set_))  # bad input fails here, before any bar
     done, total = study_progress(study, out)
     ex = opts.make_executor()  # a missing extra or an unreachable scheduler: one line, here
@@ -107,11 +108,8 @@ def run(
         def on_probe(label: str, i: int, n: int) -> None:
             progress.update(task, description=f"{name}: probe {label} ({i}/{n})")
 
-        from teacherstudent.widepack import turned_off
-
-        with turned_off(no_wide_pack):
-            res = run_study(name, replace(opts, executor=ex, on_progress=on_progress, on_report=on_report,
-                                          on_probe=on_probe), list(set_))
+        res = run_study(name, replace(opts, executor=ex, on_progress=on_progress, on_report=on_report,
+                                      on_probe=on_probe), list(set_))
     counts = res.counts()
     t = Table(title=f"{name}: {len(res.reports)} runs")
     for col in ("done", "resumed", "skipped", "failed"):
@@ -138,12 +136,10 @@ def run(
 def _plan(name, set_, out, root, members_per_run, seeds, title: str, quick: bool = False, no_wide_pack: bool = False) -> None:
     from teacherstudent.experiments import StudyOptions, plan_study, study_progress
     from teacherstudent.sweep import plan_table
-    from teacherstudent.widepack import turned_off
 
     opts = StudyOptions(out=out, root=root, quick=quick, seeds=_seeds(seeds), members_per_run=members_per_run)
     _, study = plan_study(name, opts, list(set_))
-    with turned_off(no_wide_pack):
-        df = plan_table(study, out)
+    df = plan_table(study, out, not no_wide_pack)
     t = Table(title=f"{name}: {title}")
     for col in ("#", "run", "arms", "seeds", "state", "student-steps", "job"):
         t.add_column(col, justify="left" if col in ("run", "arms", "state", "job") else "right")

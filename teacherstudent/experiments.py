@@ -114,7 +114,8 @@ class StudyOptions:
     the ``device``, the ``executor`` (a name in ``executors.EXECUTORS`` or an executor made by
     ``make_executor``, which ``run_study`` closes), its ``workers`` and ``scheduler`` (Dask's
     address), ``when_locked`` (a run another process trains: ``wait`` or ``skip``), ``force``
-    (train finished runs again), the ``command`` recorded in meta.json and study.json, and the
+    (train finished runs again), ``wide_pack`` (False: every run trains alone, as ``--no-wide-pack``;
+    ``teacherstudent.widepack``), the ``command`` recorded in meta.json and study.json, and the
     callbacks ``on_progress(done, total)`` (finished student-steps, about twice a second),
     ``on_report(report)`` (each run's report as it ends) and ``on_probe(label, i, n)`` (before
     the i-th of n probes trains). Every bad value is a one-line ``UserError`` when the options
@@ -131,6 +132,7 @@ class StudyOptions:
     scheduler: str | None = None  # with executor "dask": tcp://HOST:8786 (none: a local cluster)
     when_locked: str = "wait"
     force: bool = False
+    wide_pack: bool = True
     command: list[str] | None = None
     on_progress: Callable[[int, int], None] | None = None
     on_report: Callable[[dict], None] | None = None
@@ -299,7 +301,7 @@ def run_study(name: str, opts: StudyOptions | None = None, overrides: list[str] 
     poll()
     try:
         if ex is not None:
-            jobs = study_jobs(study, todo, out, ex.plan(len(todo))[0] if hasattr(ex, "plan") else None)
+            jobs = study_jobs(study, todo, out, ex.plan(len(todo))[0] if hasattr(ex, "plan") else None, opts.wide_pack)
             specs = jobs_specs(jobs, out, opts.device, ex.threads(len(jobs)), opts.when_locked, opts.force, opts.command)
             for rep in ex.run(specs, poll):
                 reports.append(rep)
@@ -313,7 +315,7 @@ def run_study(name: str, opts: StudyOptions | None = None, overrides: list[str] 
     folder.mkdir(parents=True, exist_ok=True)
     with locked(folder, say=say_nothing):  # two processes on one study: one writer at a time
         remove_temp_files(folder)  # left by a writer that was killed (a live one would hold the lock)
-        write_csv(folder / "runs.csv", plan_table(study, out))
+        write_csv(folder / "runs.csv", plan_table(study, out, opts.wide_pack))
         write_json(folder / "study.json", {"command": opts.command, "reports": reports})
     result = StudyResult(study, folder, reports, {})
     if result.failed:
@@ -393,6 +395,12 @@ def spearman(a, b) -> float:
     if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
         return float("nan")
     return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def longer(cfg: ExperimentConfig, factor: int) -> dict:
+    """The ``training`` fields that train ``cfg`` ``factor`` times as long (its ``steps``, or its epochs)."""
+    t = cfg.training
+    return {"steps": t.steps * factor} if t.steps is not None else {"epochs": t.epochs * factor}
 
 
 def final_rows(folder: Path, table: str) -> pd.DataFrame:

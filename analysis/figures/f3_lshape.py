@@ -36,6 +36,11 @@ def _ratio(n):
     return (hi.median() / lo.median() if len(hi) and len(lo) else float("nan")), len(hi), len(lo)
 
 
+def _thin(d):
+    """An even, deterministic subsample of at most about ``MAX_POINTS`` rows."""
+    return d.iloc[:: max(1, -(-len(d) // MAX_POINTS))]
+
+
 def data(tables):
     n = _nodes(tables)
     steps = sorted(n.step.unique())
@@ -44,11 +49,11 @@ def data(tables):
     for layer, g in n.groupby("layer"):
         for s in dict.fromkeys(keep):
             d = g[g.step == s]
-            d = d.iloc[:: max(1, -(-len(d) // MAX_POINTS))]
+            d = _thin(d)
             rows += series_rows(d, f"layer {layer}", f"epoch {d.epoch.iloc[0]:g}", "scatter", "best_corr", "fanout_norm")
     long = _nodes(tables, "long")
     for layer, g in long[long.step == long.step.max()].groupby("layer") if len(long) else ():
-        g = g.iloc[:: max(1, -(-len(g) // MAX_POINTS))]
+        g = _thin(g)
         rows += series_rows(g, f"layer {layer}", f"epoch {g.epoch.iloc[0]:g} (long arm)", "scatter", "best_corr",
                             "fanout_norm")
     return plot_frame(rows)
