@@ -86,6 +86,8 @@ def main() -> None:
           f"= {steps} student-steps; {cores} cores; load average before: {os.getloadavg()[0]:.1f}")
     modes = {"sequential": dict(executor="local", workers=1),  # one process, torch's own threads
              "local": dict(executor="local"),  # min(cores, runs) worker processes x cores // workers threads
+             # (or, for a study smaller than the workers' start-up, in this process: LocalExecutor.expect)
+             "workers": dict(executor="local", workers=min(cores, len(study.runs))),  # always the worker processes
              "dask": dict(executor="dask")}  # LocalCluster(n_workers=2, threads_per_worker=1)
     rows = []
     try:

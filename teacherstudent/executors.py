@@ -10,7 +10,8 @@ while runs train (the study's progress bar reads the run store then).
   affinity) unless ``workers`` says,
   each with ``cores // workers`` torch threads so workers x threads stays within the
   cores. Never threads: torch's global state is per process. With one worker the runs
-  train in this process, one after another.
+  train in this process, one after another; so does a study too small to repay starting the
+  workers (``LocalExecutor.expect``), at the workers' thread count.
 - ``dask``: an existing cluster (``scheduler="tcp://HOST:8786"``) or, without an address,
   a ``distributed.LocalCluster`` of 2 single-threaded worker processes. Needs the
   ``cluster`` extra. Every worker must see the run store at the same path (a shared
@@ -31,6 +32,7 @@ from .sweep import as_reports, failed_reports, train_job
 INSTALL_CLUSTER = "install the cluster extra: pip install 'teacherstudent[cluster]'"
 CONNECT_TIMEOUT_S = 5
 POLL_S = 0.5
+WORKER_START_S = 1.5  # spawning a worker and importing torch and this package (2 at once on 2 cores: 1.5 s, 2026-12-07)
 
 
 def cluster_module():
@@ -44,14 +46,19 @@ def cluster_module():
         raise UserError(INSTALL_CLUSTER) from None
 
 
-def _drain(futures: dict[Any, dict[str, Any]], poll: Callable[[], None]) -> Iterator[dict[str, Any]]:
-    """Reports of ``futures`` (future -> spec) as they complete; a lost worker fails only its run."""
+def _drain(futures: dict[Any, dict[str, Any]], poll: Callable[[], None],
+           wait: Callable[[list, float], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Reports of ``futures`` (future -> spec) as they complete; a lost worker fails only its run.
+    ``wait(futures, timeout)`` returns when one of them is done or after ``timeout`` seconds (else: sleep)."""
     pending = dict(futures)
     while pending:
         done = [f for f in pending if f.done()]
         if not done:
             poll()
-            time.sleep(POLL_S)
+            if wait is None:
+                time.sleep(POLL_S)
+            else:
+                wait(list(pending), POLL_S)
             continue
         for f in done:
             spec = pending.pop(f)
@@ -77,6 +84,12 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _wait_local(futures: list, timeout: float) -> None:
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+
+
 class LocalExecutor:
     """Worker processes on this machine (see the module docstring)."""
 
@@ -86,18 +99,37 @@ class LocalExecutor:
         # workers >= 1 and no scheduler: checked with the rest of the study's options (experiments.StudyOptions)
         self.requested = workers
         self.cores = cores or available_cores()
+        self.inline: tuple[float, int] | None = None  # (estimated seconds, threads): a small study trains here
+
+    def expect(self, n_runs: int, seconds: float | None) -> None:
+        """Told how long the study's runs would take in one process (``sweep.inprocess_seconds``),
+        decide where they train. With ``workers`` left open, a study that would take less than
+        starting the workers saves (``seconds < WORKER_START_S * w / (w - 1)``) trains in this
+        process, at the thread count each worker would have had, so its numbers are those the
+        workers would have computed; ``--workers N`` always starts N."""
+        self.inline = None
+        w, threads = self.plan(n_runs)
+        if self.requested is None and w > 1 and seconds is not None and seconds < WORKER_START_S * w / (w - 1):
+            self.inline = (seconds, threads)
 
     def plan(self, n_runs: int) -> tuple[int, int]:
-        """``(workers, threads per worker)`` for ``n_runs`` runs."""
+        """``(workers, threads per worker)`` for ``n_runs`` runs (a small study: ``(1, threads)``)."""
+        if self.inline is not None:
+            return 1, self.inline[1]
         workers = max(1, min(self.requested or self.cores, n_runs))
         return workers, max(1, self.cores // workers)
 
     def describe(self, n_runs: int) -> str:
         w, t = self.plan(n_runs)
+        if self.inline is not None:
+            return (f"local: in this process x {t} thread{'s' if t > 1 else ''} (about {self.inline[0]:.1f} s of "
+                    "work, less than starting worker processes)")
         return f"local: {w} worker process{'es' if w > 1 else ''} x {t} thread{'s' if t > 1 else ''}"
 
     def threads(self, n_runs: int) -> int | None:
         """Torch threads per worker; None with one worker (the runs train in this process, as it is set)."""
+        if self.inline is not None:
+            return self.inline[1]
         workers, threads = self.plan(n_runs)
         return None if workers == 1 else threads
 
@@ -106,9 +138,16 @@ class LocalExecutor:
             return
         workers, threads = self.plan(len(specs))
         if workers == 1:
-            for spec in specs:
-                yield from as_reports(train_job(spec, on_tick=poll))
-                poll()
+            import torch
+
+            before = torch.get_num_threads()  # a small study's jobs set the workers' count: put this process's back
+            try:
+                for spec in specs:
+                    yield from as_reports(train_job(spec, on_tick=poll))
+                    poll()
+            finally:
+                if torch.get_num_threads() != before:
+                    torch.set_num_threads(before)
             return
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -117,7 +156,7 @@ class LocalExecutor:
                                  initializer=_init_worker, initargs=(threads,)) as pool:
             futures = {pool.submit(train_job, spec): spec for spec in specs}
             try:
-                yield from _drain(futures, poll)
+                yield from _drain(futures, poll, _wait_local)
             except BaseException:
                 for f in futures:
                     f.cancel()

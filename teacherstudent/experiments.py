@@ -54,7 +54,8 @@ from .errors import UserError
 from .lock import locked
 from .store import atomic_write_bytes, remove_temp_files, run_status, write_json, write_parquet
 from .summary import read_table
-from .sweep import Study, all_diverged, expand, jobs_specs, parse_sweep, plan_table, run_state, study_jobs
+from .sweep import (Study, all_diverged, expand, inprocess_seconds, jobs_specs, parse_sweep, plan_table, run_state,
+                    study_jobs)
 
 
 def default_root() -> Path:
@@ -301,6 +302,8 @@ def run_study(name: str, opts: StudyOptions | None = None, overrides: list[str] 
     poll()
     try:
         if ex is not None:
+            if hasattr(ex, "expect"):
+                ex.expect(len(todo), inprocess_seconds(todo))
             jobs = study_jobs(study, todo, out, ex.plan(len(todo))[0] if hasattr(ex, "plan") else None, opts.wide_pack)
             specs = jobs_specs(jobs, out, opts.device, ex.threads(len(jobs)), opts.when_locked, opts.force, opts.command)
             for rep in ex.run(specs, poll):

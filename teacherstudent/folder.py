@@ -147,6 +147,7 @@ def remove_temp_files(folder: Path) -> list[Path]:
     return gone
 
 
+PART_BUFFER_BYTES = 64 << 20  # measurement parts kept in memory before they are written anyway (RunFolder.write_part)
 PART_SUFFIX = {"corr": ".npz"}  # every other kind of part (metrics, an extension's table) is tidy rows: .parquet
 
 
@@ -162,6 +163,8 @@ class RunFolder:
         self.path = Path(root) / cfg.run_id
         self.latest = self.path / "checkpoints" / "latest.pt"
         self.parts = self.path / "parts"
+        self._pending: dict[tuple[str, int], Any] = {}  # measurement parts not yet on disk (see write_part)
+        self._pending_bytes = 0
 
     # ---- state ------------------------------------------------------------
     @property
@@ -238,33 +241,62 @@ class RunFolder:
         write_json(self.path / "teacher.json", report)
 
     def save_resume(self, state: dict) -> None:
+        self.flush_parts()  # a resume point at step s finds every part up to s on disk
         save_torch(self.latest, state)
 
     # ---- measurement parts -------------------------------------------------
+    # A part is kept in memory until the next resume point (``save_resume`` flushes them first), the
+    # end of the run (``compact_parts`` reads them from memory) or PART_BUFFER_BYTES of them. A run
+    # that dies loses only parts past its resume point, which a resumed run removes and redoes anyway,
+    # so a run shorter than the resume interval writes no part at all.
     def _part(self, kind: str, step: int) -> Path:
         return self.parts / f"{kind}-{step:012d}{part_suffix(kind)}"
 
     def write_part(self, kind: str, step: int, obj) -> None:
-        if part_suffix(kind) == ".parquet":
-            write_parquet(self._part(kind, step), obj)
+        """Keep one measurement's part (a table, or a dict of arrays for ``corr``); a copy, since
+        the caller may reuse its buffers."""
+        if isinstance(obj, pd.DataFrame):
+            obj, size = obj.copy(deep=True), int(obj.memory_usage(index=False, deep=False).sum())
         else:
-            write_npz(self._part(kind, step), obj, compressed=False)  # parts are read back once: speed over size
+            obj = {k: np.array(v, copy=True) for k, v in obj.items()}
+            size = sum(a.nbytes for a in obj.values())
+        self._pending[(kind, step)] = obj
+        self._pending_bytes += size
+        if self._pending_bytes > PART_BUFFER_BYTES:
+            self.flush_parts()
+
+    def flush_parts(self) -> None:
+        """Write the parts kept in memory, one file each."""
+        for (kind, step), obj in sorted(self._pending.items()):
+            if part_suffix(kind) == ".parquet":
+                write_parquet(self._part(kind, step), obj)
+            else:
+                write_npz(self._part(kind, step), obj, compressed=False)  # parts are read back once: speed over size
+            del self._pending[(kind, step)]
+        self._pending_bytes = 0
 
     def part_steps(self, kind: str) -> list[int]:
+        """The steps of ``kind``'s parts, on disk or kept in memory."""
+        held = {step for k, step in self._pending if k == kind}
         if not self.parts.is_dir():
-            return []
+            return sorted(held)
         suffix = part_suffix(kind)
-        return sorted(int(p.name[len(kind) + 1:-len(suffix)]) for p in self.parts.glob(f"{kind}-*{suffix}"))
+        on_disk = {int(p.name[len(kind) + 1:-len(suffix)]) for p in self.parts.glob(f"{kind}-*{suffix}")}
+        return sorted(on_disk | held)
 
     def part_kinds(self) -> list[str]:
-        """The kinds of measurement part in ``parts/`` (``metrics``, ``corr``, an extension's tables)."""
+        """The kinds of measurement part in ``parts/`` (``metrics``, ``corr``, an extension's tables) or in memory."""
+        held = {k for k, _ in self._pending}
         if not self.parts.is_dir():
-            return []
-        return sorted({p.name.rsplit("-", 1)[0] for p in self.parts.iterdir() if "-" in p.name and not p.name.startswith(".")})
+            return sorted(held)
+        return sorted(held | {p.name.rsplit("-", 1)[0] for p in self.parts.iterdir() if "-" in p.name and not p.name.startswith(".")})
 
     def read_parts(self, kind: str) -> dict[int, Any]:
         out = {}
         for step in self.part_steps(kind):
+            if (kind, step) in self._pending:
+                out[step] = self._pending[(kind, step)]
+                continue
             path = self._part(kind, step)
             try:
                 if part_suffix(kind) == ".parquet":
@@ -284,12 +316,16 @@ class RunFolder:
 
     def drop_parts(self, after: int | None = None) -> None:
         """Remove measurement parts (all, or those of steps after ``after``)."""
+        for key in [key for key in self._pending if after is None or key[1] > after]:
+            del self._pending[key]
+        if not self._pending:
+            self._pending_bytes = 0
         if not self.parts.is_dir():
             return
         for kind in self.part_kinds():
             for step in self.part_steps(kind):
                 if after is None or step > after:
-                    self._part(kind, step).unlink()
+                    self._part(kind, step).unlink(missing_ok=True)
         if after is None:
             for p in self.parts.iterdir():  # temporary files of a writer that died
                 p.unlink()

@@ -58,7 +58,8 @@ def _nullable(a: torch.Tensor) -> pd.array:
     return pd.array([None if v < 0 else int(v) for v in a.flatten().tolist()], dtype="Int64")
 
 
-def metrics_table(rows: list[dict]) -> pd.DataFrame:
+def metrics_table(rows: list[dict] | dict[str, list]) -> pd.DataFrame:
+    """The metrics rows (a list of row dicts, or the columns as lists) in the table's columns and types."""
     df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS["metrics"]))
     df["layer"] = df["layer"].astype("Int64")
     return df
@@ -102,6 +103,7 @@ class Recorder(Callback):
         self.first = FirstPass(thresholds(cfg))
         self.keep = {0, cfg.total_steps, *cfg.measure.corr_steps}
         self.extra = [cls(folder, cfg) for cls in TABLE_RECORDERS.values() if cls.wanted(cfg)]
+        self.run_id = cfg.run_id  # a digest of the config: computed once, not per row
 
     def on_start(self, tr: Trainer) -> None:
         if tr.step == 0:
@@ -116,12 +118,14 @@ class Recorder(Callback):
             ext.record(tr)
 
     def record(self, tr: Trainer, snap: Snapshot, train_loss: torch.Tensor | None) -> None:
-        seeds = self.cfg.student.seeds
+        seeds, run = self.cfg.student.seeds, self.run_id
         m = Measurement(snap.step, snap.step / tr.steps_per_epoch, snap, train_loss, self.cfg, tr.data.x_eval.shape[0])
-        rows = [{"run": self.cfg.run_id, "member": seeds[k], "step": m.step, "epoch": m.epoch, "split": split,
-                 "layer": layer, "metric": name, "value": float(value)}
-                for k in range(len(seeds)) for metric in self.metrics for split, layer, name, value in metric.member_rows(m, k)]
-        self.folder.write_part("metrics", snap.step, metrics_table(rows))
+        rows = [(seeds[k], *row) for k in range(len(seeds)) for metric in self.metrics for row in metric.member_rows(m, k)]
+        member, split, layer, name, value = zip(*rows) if rows else ((),) * 5
+        cols = {"run": [run] * len(rows), "member": list(member), "step": [m.step] * len(rows),
+                "epoch": [m.epoch] * len(rows), "split": list(split), "layer": list(layer), "metric": list(name),
+                "value": [float(v) for v in value]}
+        self.folder.write_part("metrics", snap.step, metrics_table(cols if rows else []))  # no rows: as before
         self.first.update(snap)
         if snap.step in self.keep:
             arrays = {f"corr_{l}": C.numpy() for l, C in enumerate(snap.corr)}
@@ -165,7 +169,7 @@ class Recorder(Callback):
             rank = (C0 > init_of_winner[..., None]).sum(2) + 1
             first = {t: p.gather(2, winner[..., None])[..., 0] for t, p in zip(self.first.thr, self.first.pair[l])}
             frames.append(pd.DataFrame({
-                "run": self.cfg.run_id,
+                "run": self.run_id,
                 "member": np.repeat(np.asarray(seeds), m),
                 "layer": l,
                 "teacher_node": np.tile(np.arange(m), K),
@@ -193,7 +197,7 @@ class Recorder(Callback):
                 best = corr[s][l].max(1)
                 K, n = best.values.shape
                 frames.append(pd.DataFrame({
-                    "run": self.cfg.run_id,
+                    "run": self.run_id,
                     "member": np.repeat(np.asarray(seeds), n),
                     "layer": l,
                     "student_node": np.tile(np.arange(n), K),

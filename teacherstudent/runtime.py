@@ -11,6 +11,7 @@ import os
 import platform
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,27 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return res.stdout.strip() if res.returncode == 0 else None
 
 
+GIT_CACHE_S = 10.0  # git_commit's answer is reused this long (a study writes every run's meta.json in a burst)
+_git_cache: dict[Path, tuple[float, tuple[str | None, bool | None]]] = {}
+
+
 def git_commit(package_dir: Path = PACKAGE_DIR) -> tuple[str | None, bool | None]:
     """``(commit, dirty)`` of the source checkout the package runs from; ``(None, None)`` when the
     package is not the checkout's own folder (an installed wheel, even inside some other
-    repository), git is missing or anything else fails. Never raises.
+    repository), git is missing or anything else fails. Never raises. Asked again within
+    ``GIT_CACHE_S`` seconds for the same folder, it answers as before without running git (three
+    git processes per run were a tenth of a small study's time).
     """
+    now = time.monotonic()
+    hit = _git_cache.get(package_dir)
+    if hit is not None and now - hit[0] < GIT_CACHE_S:
+        return hit[1]
+    answer = _git_commit(package_dir)
+    _git_cache[package_dir] = (now, answer)
+    return answer
+
+
+def _git_commit(package_dir: Path) -> tuple[str | None, bool | None]:
     try:
         checkout = package_dir.resolve().parent
         top = _git(["rev-parse", "--show-toplevel"], checkout)

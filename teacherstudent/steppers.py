@@ -15,6 +15,7 @@ before the update, so ``choose`` never fuses with it).
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import ClassVar
 
 import torch
@@ -34,7 +35,6 @@ class Stepper:
         cfg = problem.cfg
         self.problem, self.ens, self.t = problem, problem.ens, cfg.training
         self.loss = loss_kind(cfg.training.loss, cfg.training.loss_reduction)
-        self.opt = make_optimizer(self.ens.trainable, cfg.training)
         outputs = self.ens.weights[-1].shape[1]
         self.chunk = members_per_chunk(problem.widths, outputs, cfg.training.batch_size,
                                        self.ens.params[0].element_size(), memory_budget)
@@ -43,6 +43,13 @@ class Stepper:
         self.dropout = cfg.training.dropout
         # one mask stream per member, from its student seed: a member's masks do not depend on its ensemble
         self.dropout_gens = [generator(s, Stream.DROPOUT) for s in cfg.student.seeds] if self.dropout else []
+
+    @cached_property
+    def opt(self) -> torch.optim.Optimizer:
+        """The run's ``torch.optim`` optimiser, made when first used: the fused path steps without it
+        and needs it only for its (empty) state in a resume point. Making the first one in a process
+        imports ``torch._dynamo`` (over a second), which a short run of the fused path then never pays."""
+        return make_optimizer(self.ens.trainable, self.t)
 
     def masks(self, B: int) -> list[torch.Tensor] | None:
         """This step's dropout masks ``[K, B, n_l]`` per hidden layer, 0 or ``1 / (1 - p)`` like

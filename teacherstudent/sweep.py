@@ -217,6 +217,32 @@ def member_bytes(cfg: ExperimentConfig) -> int:
     return int(el * (params * (2 + moments) + acts))
 
 
+RUN_OVERHEAD_S = 0.04  # building, measuring and writing one small run besides its training (measured: ~35 ms, 2026-12-07)
+SMALL_GEMM_FLOPS = 20e9  # flop/s the small matmuls of study runs reach on one core, on the low side (bench: 40-120)
+
+
+def inprocess_seconds(runs: list[StudyRun]) -> float | None:
+    """A rough, generous estimate of how long ``runs`` take one after another in one process on
+    the CPU: a fixed cost per run plus the multiply-adds of their training steps (6 per weight per
+    sample) and measurements (2 per weight per evaluation sample). None when a run is not a
+    fully connected student (a conv's cost is not its weight count): then nobody guesses."""
+    from .schedule import measure_steps
+
+    total = 0.0
+    for r in runs:
+        cfg = r.cfg
+        if cfg.arch != "mlp":
+            return None
+        widths = [cfg.student.multiplier * w for w in cfg.teacher.widths]
+        dims = [cfg.teacher.d, *widths, cfg.teacher.outputs]
+        weights = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+        measurements = len(measure_steps(cfg.measure, cfg.steps_per_epoch, cfg.total_steps)) + 1
+        flops = r.members * weights * (6 * cfg.training.batch_size * cfg.total_steps
+                                       + 2 * cfg.inputs.eval_samples * measurements)
+        total += RUN_OVERHEAD_S + flops / SMALL_GEMM_FLOPS
+    return total
+
+
 def default_members_per_run(cfg: ExperimentConfig, n_seeds: int, budget: float = MEMBER_BUDGET) -> int:
     return max(1, min(n_seeds, int(budget // max(1, member_bytes(cfg)))))
 

@@ -409,6 +409,8 @@ def test_provenance_never_fails_and_names_its_sources(monkeypatch, tmp_path):
     assert p["git_commit"] is None or len(p["git_commit"]) == 40
     assert runtime.git_commit(tmp_path / "pkg") == (None, None)  # not a checkout
     monkeypatch.setenv("PATH", str(tmp_path))  # no git at all
+    assert runtime.provenance()["git_commit"] == p["git_commit"]  # asked again at once: the answer is reused
+    monkeypatch.setattr(runtime, "GIT_CACHE_S", 0.0)
     assert runtime.provenance()["git_commit"] is None
 
 

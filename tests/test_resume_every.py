@@ -61,3 +61,52 @@ def test_the_environment_sets_the_default_and_a_bad_value_is_one_clear_error(mon
         monkeypatch.setenv("TEACHERSTUDENT_RESUME_EVERY_S", bad)
         with pytest.raises(UserError, match="TEACHERSTUDENT_RESUME_EVERY_S"):
             resume_every_default()
+
+
+def _written(monkeypatch) -> list[str]:
+    """The paths of every atomic write, in order (parts as ``parts/<name>``)."""
+    import teacherstudent.folder as folder_mod
+
+    paths: list[str] = []
+    real = folder_mod.atomic_write_bytes
+
+    def recording(path, data):
+        paths.append(f"{path.parent.name}/{path.name}")
+        real(path, data)
+
+    monkeypatch.setattr(folder_mod, "atomic_write_bytes", recording)
+    return paths
+
+
+def test_measurement_parts_wait_in_memory_for_the_resume_point_that_needs_them(tmp_path, monkeypatch):
+    """No resume point: no part file is written at all (the tables are made from memory); a resume
+    point at every measurement: each one finds its measurement's parts on disk before it."""
+    cfg = tiny("measure.every='steps'", "measure.every_steps=4", "measure.corr_steps=[4]")
+    paths = _written(monkeypatch)
+    quiet = run(cfg, RunOptions(tmp_path / "quiet", "cpu", resume_every_s=1e9))
+    assert paths and not [p for p in paths if p.startswith("parts/")]
+    assert not (quiet / "parts").exists()
+    paths.clear()
+    every = run(cfg, RunOptions(tmp_path / "every", "cpu", resume_every_s=0))
+    resumes = [i for i, p in enumerate(paths) if p == "checkpoints/latest.pt"]
+    assert len(resumes) == 3
+    for step, i in zip((4, 8, 12), resumes):
+        before = set(paths[:i])
+        assert f"parts/metrics-{step:012d}.parquet" in before and f"parts/metrics-{step + 4:012d}.parquet" not in before
+    assert "parts/corr-000000000004.npz" in paths
+    for table in ("metrics", "teacher_nodes", "student_nodes"):
+        assert read_table(quiet, table).equals(read_table(every, table))
+
+
+def test_parts_past_the_memory_budget_are_written_and_the_tables_are_the_same(tmp_path, monkeypatch):
+    import teacherstudent.folder as folder_mod
+
+    cfg = tiny("measure.every='steps'", "measure.every_steps=4")
+    ref = run(cfg, RunOptions(tmp_path / "ref", "cpu", resume_every_s=1e9))
+    monkeypatch.setattr(folder_mod, "PART_BUFFER_BYTES", 1)  # every part goes to disk at once
+    paths = _written(monkeypatch)
+    low = run(cfg, RunOptions(tmp_path / "low", "cpu", resume_every_s=1e9))
+    assert len([p for p in paths if p.startswith("parts/metrics-")]) == len(
+        measure_steps(cfg.measure, cfg.steps_per_epoch, cfg.total_steps) | {0})
+    assert read_table(low, "metrics").equals(read_table(ref, "metrics"))
+    assert not (low / "parts").exists()  # compacted and removed at the end as before
