@@ -163,8 +163,7 @@ class RunFolder:
         self.path = Path(root) / cfg.run_id
         self.latest = self.path / "checkpoints" / "latest.pt"
         self.parts = self.path / "parts"
-        self._pending: dict[tuple[str, int], Any] = {}  # measurement parts not yet on disk (see write_part)
-        self._pending_bytes = 0
+        self._pending: dict[tuple[str, int], tuple[Any, int]] = {}  # parts not yet on disk, with their bytes (write_part)
 
     # ---- state ------------------------------------------------------------
     @property
@@ -260,20 +259,18 @@ class RunFolder:
         else:
             obj = {k: np.array(v, copy=True) for k, v in obj.items()}
             size = sum(a.nbytes for a in obj.values())
-        self._pending[(kind, step)] = obj
-        self._pending_bytes += size
-        if self._pending_bytes > PART_BUFFER_BYTES:
+        self._pending[(kind, step)] = (obj, size)
+        if sum(n for _, n in self._pending.values()) > PART_BUFFER_BYTES:
             self.flush_parts()
 
     def flush_parts(self) -> None:
         """Write the parts kept in memory, one file each."""
-        for (kind, step), obj in sorted(self._pending.items()):
+        for (kind, step), (obj, _) in sorted(self._pending.items()):
             if part_suffix(kind) == ".parquet":
                 write_parquet(self._part(kind, step), obj)
             else:
                 write_npz(self._part(kind, step), obj, compressed=False)  # parts are read back once: speed over size
             del self._pending[(kind, step)]
-        self._pending_bytes = 0
 
     def part_steps(self, kind: str) -> list[int]:
         """The steps of ``kind``'s parts, on disk or kept in memory."""
@@ -295,7 +292,7 @@ class RunFolder:
         out = {}
         for step in self.part_steps(kind):
             if (kind, step) in self._pending:
-                out[step] = self._pending[(kind, step)]
+                out[step] = self._pending[(kind, step)][0]
                 continue
             path = self._part(kind, step)
             try:
@@ -318,8 +315,6 @@ class RunFolder:
         """Remove measurement parts (all, or those of steps after ``after``)."""
         for key in [key for key in self._pending if after is None or key[1] > after]:
             del self._pending[key]
-        if not self._pending:
-            self._pending_bytes = 0
         if not self.parts.is_dir():
             return
         for kind in self.part_kinds():

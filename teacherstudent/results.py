@@ -121,11 +121,13 @@ class Recorder(Callback):
         seeds, run = self.cfg.student.seeds, self.run_id
         m = Measurement(snap.step, snap.step / tr.steps_per_epoch, snap, train_loss, self.cfg, tr.data.x_eval.shape[0])
         rows = [(seeds[k], *row) for k in range(len(seeds)) for metric in self.metrics for row in metric.member_rows(m, k)]
-        member, split, layer, name, value = zip(*rows) if rows else ((),) * 5
-        cols = {"run": [run] * len(rows), "member": list(member), "step": [m.step] * len(rows),
-                "epoch": [m.epoch] * len(rows), "split": list(split), "layer": list(layer), "metric": list(name),
-                "value": [float(v) for v in value]}
-        self.folder.write_part("metrics", snap.step, metrics_table(cols if rows else []))  # no rows: as before
+        cols: dict[str, list] | list = []  # no rows: an empty table, typed as before
+        if rows:
+            member, split, layer, name, value = zip(*rows)
+            n = len(rows)
+            cols = {"run": [run] * n, "member": list(member), "step": [m.step] * n, "epoch": [m.epoch] * n,
+                    "split": list(split), "layer": list(layer), "metric": list(name), "value": [float(v) for v in value]}
+        self.folder.write_part("metrics", snap.step, metrics_table(cols))
         self.first.update(snap)
         if snap.step in self.keep:
             arrays = {f"corr_{l}": C.numpy() for l, C in enumerate(snap.corr)}

@@ -206,8 +206,7 @@ def member_bytes(cfg: ExperimentConfig) -> int:
 
     el = 8 if cfg.training.dtype == "float64" else 4
     widths = [cfg.student.multiplier * w for w in cfg.teacher.widths]
-    dims = [cfg.teacher.d, *widths, cfg.teacher.outputs]
-    params = sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))  # fully connected count, for every arch
+    params = ARCHITECTURES["mlp"].param_count(cfg, cfg.teacher.d)  # fully connected count, for every arch
     t = cfg.training
     moments = 2 if t.optimizer == "adam" else (1 if t.momentum > 0 else 0)
     # a node (conv: a channel) holds an activation at every position
@@ -223,9 +222,10 @@ SMALL_GEMM_FLOPS = 20e9  # flop/s the small matmuls of study runs reach on one c
 
 def inprocess_seconds(runs: list[StudyRun]) -> float | None:
     """A rough, generous estimate of how long ``runs`` take one after another in one process on
-    the CPU: a fixed cost per run plus the multiply-adds of their training steps (6 per weight per
-    sample) and measurements (2 per weight per evaluation sample). None when a run is not a
+    the CPU: a fixed cost per run plus the multiply-adds of their training steps (6 per parameter per
+    sample) and measurements (2 per parameter per evaluation sample). None when a run is not a
     fully connected student (a conv's cost is not its weight count): then nobody guesses."""
+    from .architectures import ARCHITECTURES
     from .schedule import measure_steps
 
     total = 0.0
@@ -233,11 +233,9 @@ def inprocess_seconds(runs: list[StudyRun]) -> float | None:
         cfg = r.cfg
         if cfg.arch != "mlp":
             return None
-        widths = [cfg.student.multiplier * w for w in cfg.teacher.widths]
-        dims = [cfg.teacher.d, *widths, cfg.teacher.outputs]
-        weights = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+        params = ARCHITECTURES["mlp"].param_count(cfg, cfg.teacher.d)
         measurements = len(measure_steps(cfg.measure, cfg.steps_per_epoch, cfg.total_steps)) + 1
-        flops = r.members * weights * (6 * cfg.training.batch_size * cfg.total_steps
+        flops = r.members * params * (6 * cfg.training.batch_size * cfg.total_steps
                                        + 2 * cfg.inputs.eval_samples * measurements)
         total += RUN_OVERHEAD_S + flops / SMALL_GEMM_FLOPS
     return total
