@@ -54,12 +54,24 @@ def thresholds(cfg: ExperimentConfig) -> tuple[float, ...]:
     return tuple(sorted({cfg.measure.covered, cfg.measure.recovered}))
 
 
-def _nullable(a: torch.Tensor) -> pd.array:
-    return pd.array([None if v < 0 else int(v) for v in a.flatten().tolist()], dtype="Int64")
+def _nullable(a: torch.Tensor | np.ndarray) -> pd.array:
+    """First-pass steps as ``Int64``, missing (``-1``: never reached) as ``<NA>``."""
+    v = np.asarray(a).reshape(-1).astype(np.int64)
+    missing = v < 0
+    return pd.arrays.IntegerArray(np.where(missing, 0, v), missing)
+
+
+def _frame(parts: list[dict], nullable: tuple[str, ...] = (), **scalars) -> pd.DataFrame:
+    """One table from parts of equal columns (numpy arrays, ``nullable`` ones as raw first-pass steps),
+    concatenated column by column: the frame ``pd.concat`` of one frame per part gave, built once."""
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return pd.DataFrame({**scalars, **{k: _nullable(v) if k in nullable else v for k, v in cols.items()}})
 
 
 def metrics_table(rows: list[dict] | dict[str, list]) -> pd.DataFrame:
     """The metrics rows (a list of row dicts, or the columns as lists) in the table's columns and types."""
+    if isinstance(rows, dict) and rows:  # columns: the layer typed as it is built, not converted after
+        return pd.DataFrame({**rows, "layer": pd.array(rows["layer"], dtype="Int64")}, columns=list(TABLE_COLUMNS["metrics"]))
     df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS["metrics"]))
     df["layer"] = df["layer"].astype("Int64")
     return df
@@ -162,29 +174,29 @@ class Recorder(Callback):
         f.drop_parts()
 
     def teacher_table(self, C0s: list[torch.Tensor], C1s: list[torch.Tensor], teacher_fanout: list[torch.Tensor]) -> pd.DataFrame:
-        seeds, frames = self.cfg.student.seeds, []
+        seeds, parts = self.cfg.student.seeds, []
         covered = self.cfg.measure.covered
+        names = tuple(f"step_corr_{t:g}" for t in self.first.thr)
         for l, (C0, C1) in enumerate(zip(C0s, C1s)):
             K, m, n = C1.shape
             winner = C1.argmax(2)  # [K, m]
             init_of_winner = C0.gather(2, winner[..., None])[..., 0]
             rank = (C0 > init_of_winner[..., None]).sum(2) + 1
-            first = {t: p.gather(2, winner[..., None])[..., 0] for t, p in zip(self.first.thr, self.first.pair[l])}
-            frames.append(pd.DataFrame({
-                "run": self.run_id,
+            parts.append({
                 "member": np.repeat(np.asarray(seeds), m),
-                "layer": l,
+                "layer": np.full(K * m, l),
                 "teacher_node": np.tile(np.arange(m), K),
                 "winner": winner.flatten().numpy(),
                 "init_rank_pct": (100.0 * rank / n).flatten().numpy(),
                 "init_corr": init_of_winner.flatten().double().numpy(),
                 "final_corr": C1.max(2).values.flatten().double().numpy(),
-                **{f"step_corr_{t:g}": _nullable(v) for t, v in first.items()},
+                **{name: p.gather(2, winner[..., None])[..., 0].flatten().numpy()
+                   for name, p in zip(names, self.first.pair[l])},
                 "match_count": (C1 > covered).sum(2).flatten().numpy(),
                 "teacher_fanout_norm": teacher_fanout[l].flatten().numpy(),
                 "teacher_seed": np.repeat(np.asarray(self.teacher_seeds()), m),
-            }))
-        return pd.concat(frames, ignore_index=True)
+            })
+        return _frame(parts, names, run=self.run_id)
 
     def teacher_seeds(self) -> list[int]:
         """Each member's teacher seed (``teacher.seeds``, or ``teacher.seed`` for all)."""
@@ -192,22 +204,22 @@ class Recorder(Callback):
         return list(t.seeds) if t.seeds is not None else [t.seed] * len(self.cfg.student.seeds)
 
     def student_table(self, corr: dict[int, list[torch.Tensor]], fanout: dict[int, list[torch.Tensor]]) -> pd.DataFrame:
-        seeds, frames = self.cfg.student.seeds, []
+        seeds, parts = self.cfg.student.seeds, []
+        names = tuple(f"step_corr_{t:g}" for t in self.first.thr)
         for l in range(len(self.cfg.teacher.widths)):
-            passes = {f"step_corr_{t:g}": _nullable(p) for t, p in zip(self.first.thr, self.first.student[l])}
+            passes = {name: p.flatten().numpy() for name, p in zip(names, self.first.student[l])}
             for s in sorted(corr):
                 best = corr[s][l].max(1)
                 K, n = best.values.shape
-                frames.append(pd.DataFrame({
-                    "run": self.run_id,
+                parts.append({
                     "member": np.repeat(np.asarray(seeds), n),
-                    "layer": l,
+                    "layer": np.full(K * n, l),
                     "student_node": np.tile(np.arange(n), K),
-                    "step": s,
+                    "step": np.full(K * n, s),
                     "best_corr": best.values.flatten().double().numpy(),
                     "best_teacher": best.indices.flatten().numpy(),
                     "fanout_norm": fanout[s][l].flatten().double().numpy(),
                     **passes,
                     "teacher_seed": np.repeat(np.asarray(self.teacher_seeds()), n),
-                }))
-        return pd.concat(frames, ignore_index=True)
+                })
+        return _frame(parts, names, run=self.run_id)
