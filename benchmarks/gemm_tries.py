@@ -10,7 +10,19 @@ run (best of ``--repeats``), the forward matmuls of one step for K members:
 - ``bf16``: ``torch.bmm`` in bfloat16 (with its relative error against float64 printed),
 - ``mkldnn off``: ``bmm`` with ``torch.backends.mkldnn`` disabled.
 
-    python -m teacherstudent_benchmarks.gemm_tries [--K 32] [--repeats 20]
+and then whole SGD steps (forward, MSE loss, backward and update of every member, the default
+widths, 100 outputs), best of ``--repeats``:
+
+- ``fused float32``: ``fast.sgd_step``, what a run does,
+- ``bf16 mixed``: bfloat16 matmuls with float32 master weights (each step casts the weights to
+  bfloat16 and adds the bfloat16 weight gradients to the float32 weights), written out here as a try,
+- ``2 groups x 1 thread``: the members as two halves, each stepped by ``fast.sgd_step`` on its own
+  Python thread with one intra-op thread (thread layout per member group),
+
+with the error of ``--steps`` steps from one initialisation on the same batches against the same
+steps in float64 (relative distance of all parameters).
+
+    python -m teacherstudent_benchmarks.gemm_tries [--K 32] [--repeats 20] [--steps 200]
 """
 
 from __future__ import annotations
@@ -18,8 +30,11 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
+
+from teacherstudent import fast
 
 DIMS = [20, 100, 150, 200, 250, 100]  # d, the default student widths (10 x teacher), outputs
 BATCH = 64
@@ -39,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--K", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=200)
     a = ap.parse_args(argv)
     K, g = a.K, torch.Generator().manual_seed(0)
     xs = [torch.randn(K, BATCH, i, generator=g) for i in DIMS[:-1]]
@@ -68,6 +84,75 @@ def main(argv: list[str] | None = None) -> None:
     err = max(((torch.bmm(x, w).double() - r).norm() / r.norm()).item() for x, w, r in zip(xb, wb, ref))
     err32 = max(((torch.bmm(x, w).double() - r).norm() / r.norm()).item() for x, w, r in zip(xs, ws, ref))
     print(f"  relative error against float64: bf16 {err:.1e}, float32 {err32:.1e}")
+    steps(K, a.repeats, a.steps)
+
+
+@torch.no_grad()
+def sgd_step_bf16(params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
+    """``fast.sgd_step`` (MSE) with bfloat16 matmuls and float32 master weights and loss."""
+    bf = torch.bfloat16
+    Ws, bs = [W.to(bf) for W in params[0::2]], [b.to(bf) for b in params[1::2]]
+    L, h, acts = len(Ws), x.to(bf), []
+    for l in range(L - 1):
+        z = torch.matmul(h, Ws[l].transpose(1, 2)) if l == 0 else torch.bmm(h, Ws[l].transpose(1, 2))
+        h = z.add_(bs[l][:, None, :]).clamp_min_(0)
+        acts.append(h)
+    diff = torch.baddbmm(bs[-1][:, None, :], h, Ws[-1].transpose(1, 2)).float().sub_(y)
+    value = diff.square().mean((1, 2))
+    g = diff.mul_(2.0 / (diff.shape[1] * diff.shape[2])).to(bf)
+    xb = x.to(bf)
+    for l in range(L - 1, -1, -1):
+        h_in = acts[l - 1] if l > 0 else xb
+        g_below = torch.ops.aten.threshold_backward(torch.bmm(g, Ws[l]), h_in, 0.0) if l > 0 else None
+        grad = torch.bmm(g.transpose(1, 2), h_in) if l > 0 else torch.matmul(g.transpose(1, 2), h_in)
+        params[2 * l].add_(grad, alpha=-lr)
+        params[2 * l + 1].add_(g.sum(1, dtype=torch.float32), alpha=-lr)
+        g = g_below
+    return value
+
+
+def steps(K: int, repeats: int, n_steps: int, lr: float = 0.01) -> None:
+    g = torch.Generator().manual_seed(1)
+    init = []
+    for i, o in zip(DIMS[:-1], DIMS[1:]):
+        init += [torch.randn(K, o, i, generator=g, dtype=torch.float64) / i ** 0.5,
+                 torch.randn(K, o, generator=g, dtype=torch.float64) * 0.1]
+    xs = [torch.randn(BATCH, DIMS[0], generator=g, dtype=torch.float64) for _ in range(8)]
+    ys = [torch.randn(BATCH, DIMS[-1], generator=g, dtype=torch.float64) for _ in range(8)]
+    halves = (slice(0, K // 2), slice(K // 2, K))
+    pool = ThreadPoolExecutor(2)
+
+    def two_groups(ps, x, y, lr):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # process-wide: each Python thread's ops run on one intra-op thread
+        try:
+            futs = [pool.submit(fast.sgd_step, [p[h] for p in ps], x, y, "mse", lr) for h in halves]
+            return torch.cat([f.result() for f in futs])
+        finally:
+            torch.set_num_threads(threads)
+
+    variants = {"fused float32": lambda ps, x, y, lr: fast.sgd_step(ps, x, y, "mse", lr),
+                "bf16 mixed": sgd_step_bf16, "2 groups x 1 thread": two_groups}
+    x32, y32 = xs[0].float(), ys[0].float()
+    print(f"SGD steps, K = {K}, default widths, batch {BATCH}; error after {n_steps} steps against float64:")
+    ref = [p.clone() for p in init]
+    for s in range(n_steps):
+        fast.sgd_step(ref, xs[s % 8], ys[s % 8], "mse", lr)
+    times = {name: float("inf") for name in variants}
+    for _ in range(repeats):  # the variants take turns, so a neighbour's load falls on all of them
+        for name, fn in variants.items():
+            ps = [p.float() for p in init]
+            times[name] = min(times[name], best(lambda: fn(ps, x32, y32, lr), 4))
+    base = times["fused float32"]
+    for name, fn in variants.items():
+        t = times[name]
+        ps = [p.float() for p in init]
+        for s in range(n_steps):
+            fn(ps, xs[s % 8].float(), ys[s % 8].float(), lr)
+        err = (sum((p.double() - r).square().sum() for p, r in zip(ps, ref)).sqrt()
+               / sum((r - p0).square().sum() for r, p0 in zip(ref, init)).sqrt()).item()
+        print(f"  {name:20s} {t * 1e3:7.2f} ms/step  {K / t:6.0f} student-steps/s  {base / t:5.2f}x fused"
+              f"  error {err:.1e} of the distance moved")
 
 
 if __name__ == "__main__":

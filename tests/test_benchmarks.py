@@ -134,9 +134,38 @@ def test_figures_bench_charges_each_experiment_to_the_first_figure_that_needs_it
 def test_gemm_tries_times_every_variant_and_measures_the_bf16_error(capsys):
     from teacherstudent_benchmarks import gemm_tries
 
-    gemm_tries.main(["--K", "2", "--repeats", "1"])
+    gemm_tries.main(["--K", "2", "--repeats", "1", "--steps", "3"])
     out = capsys.readouterr().out
-    for name in ("bmm", "loop", "blockdiag", "bf16", "mkldnn off"):
+    for name in ("bmm", "loop", "blockdiag", "bf16", "mkldnn off", "fused float32", "bf16 mixed", "2 groups x 1 thread"):
         assert f"  {name}" in out
-    err = float(out.split("bf16 ")[-1].split(",")[0])
+    err = float(out.split("float64: bf16 ")[-1].split(",")[0])
     assert 1e-4 < err < 2e-2  # bfloat16 keeps 8 bits of mantissa: about 3e-3 relative error per matmul
+    step_err = {line.split("  ")[1].strip(): float(line.split("error ")[1].split()[0])
+                for line in out.splitlines() if "ms/step" in line}
+    assert step_err["2 groups x 1 thread"] < 1e-3 and step_err["fused float32"] < 1e-3
+    assert 10 * step_err["fused float32"] < step_err["bf16 mixed"] < 5e-2
+
+
+def test_bf16_step_tries_the_fused_step_in_bfloat16():
+    """The bf16 try is the fused MSE step with bfloat16 matmuls: one step from the same weights moves
+    them as the float64 step does, to bfloat16's precision."""
+    import torch
+
+    from teacherstudent import fast
+    from teacherstudent_benchmarks.gemm_tries import sgd_step_bf16
+
+    g = torch.Generator().manual_seed(0)
+    dims = [5, 7, 6, 3]
+    ref = []
+    for i, o in zip(dims[:-1], dims[1:]):
+        ref += [torch.randn(2, o, i, generator=g, dtype=torch.float64), torch.randn(2, o, generator=g, dtype=torch.float64)]
+    x, y = torch.randn(16, 5, generator=g, dtype=torch.float64), torch.randn(16, 3, generator=g, dtype=torch.float64)
+    mixed = [p.float() for p in ref]
+    start = [p.clone() for p in ref]
+    loss64 = fast.sgd_step(ref, x, y, "mse", 0.5)
+    loss16 = sgd_step_bf16(mixed, x.float(), y.float(), 0.5)
+    assert all(p.dtype == torch.float32 for p in mixed)  # master weights stay float32
+    assert torch.allclose(loss16.double(), loss64, rtol=3e-2)
+    for p, r, p0 in zip(mixed, ref, start):
+        moved = (r - p0).norm()
+        assert moved > 0 and (p.double() - r).norm() / moved < 5e-2
