@@ -84,9 +84,9 @@ def flops_per_student_step(widths: list[int], d: int, outputs: int, batch: int) 
     return 6.0 * batch * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
 
 
-def _config(teacher_widths: list[int], K: int, backend: str = "auto"):
+def _config(teacher_widths: list[int], K: int, backend: str = "auto", precision: str = "full"):
     return load_config(None, [f"teacher.widths={teacher_widths}", f"student.seeds={list(range(K))}",
-                              f"training.backend='{backend}'"])
+                              f"training.backend='{backend}'"] + ([f"training.precision='{precision}'"] if precision != "full" else []))
 
 
 def _ensemble_rate(sim: Trainer, steps: int, repeats: int) -> float:
@@ -176,11 +176,13 @@ def run_suite(quick: bool = False, device: str = "cpu", settings: tuple[str, ...
             steps = max(4, (base if quick else 3 * base) // max(1, K // 8))
             fl = flops_per_student_step([10 * w for w in widths], 20, 100, 64)
             rates = {}
-            for path, backend in (("fast", "fast"), ("autograd", "autograd")):
+            # "fast bf16": the fast path with training.precision='bf16' (bfloat16 matmuls, float32 weights)
+            for path, backend, precision in (("fast", "fast", "full"), ("fast bf16", "fast", "bf16"),
+                                             ("autograd", "autograd", "full")):
                 sim = None  # free the previous simulation before measuring this one's peak
                 if dev.type == "cuda":  # the peak reported for this (setting, K), not the largest one so far
                     torch.cuda.reset_peak_memory_stats(dev)
-                sim = Trainer(build(_config(widths, K, backend), dev))
+                sim = Trainer(build(_config(widths, K, backend, precision), dev))
                 rates[path] = _ensemble_rate(sim, steps, repeats)
                 if path == "fast":
                     mem = memory_per_member(sim)

@@ -43,7 +43,9 @@ def bench_table(result: dict) -> Table:
                          + (f", CUDA peak {e['cuda_peak_bytes'] / 2**20:.2f}" if "cuda_peak_bytes" in e else ""))
     t.caption = "\n".join(notes + ["torch.func: PyTorch's ensembling recipe (stack_module_state + functional_call + "
                                     "vmap of grad, SGD on the stacked parameters), the same batches as reference.",
-                                    "× original: against 300 student-steps/s quoted for the original research code on this machine class."])
+                                    "× original: against 300 student-steps/s quoted for the original research code on this machine class.",
+                                    "fast bf16: the fast path with training.precision='bf16' (bfloat16 matmuls, float32 weights); "
+                                    "its % GEMM is of the float32 ceiling."])
     t.caption_justify = "left"
     return t
 

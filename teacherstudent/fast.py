@@ -12,6 +12,12 @@ With plain SGD (no momentum, no weight decay) the update itself goes into the ba
 is gone. Other optimisers get the gradients in reused buffers (``loss_and_grads``) and
 step through ``torch.optim``.
 
+With ``mm_dtype`` (``training.precision='bf16'``: ``torch.bfloat16``) every matmul of the step runs
+in that dtype: the weights are cast at the start of the step, the activations and the backward
+signal are kept in it, and the loss, the weight gradients' accumulation into the weights and the
+bias gradients stay in the weights' own dtype (float32 "master" weights). The update then cannot go
+into the weight-gradient matmul (``baddbmm_`` needs one dtype), so it is one ``add_`` per weight.
+
 Shapes: ``x_BxD`` shared input batch, ``h[l]: [K, B, n_l]``, ``out: [K, B, C]``.
 """
 
@@ -22,7 +28,7 @@ import torch
 
 def loss_and_grads(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str,
                    out: list[torch.Tensor] | None = None, masks: list[torch.Tensor] | None = None,
-                   smoothing: float = 0.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                   smoothing: float = 0.0, mm_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Each member's mean loss ``[K]`` and the gradients of their sum w.r.t. ``params``.
 
     ``params`` = ``[W_0, b_0, ..., W_out, b_out]`` stacked over members; ``loss`` is
@@ -32,14 +38,15 @@ def loss_and_grads(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Ten
     fault in on every step (the weight-gradient ``bmm`` of the papers' large widths ran at a
     third of its speed that way). ``masks``: dropout masks ``[K, B, n_l]`` per hidden layer
     (0 or ``1 / (1 - p)``), multiplied into each hidden layer's post-activations;
-    ``smoothing``: the cross-entropy's label smoothing.
+    ``smoothing``: the cross-entropy's label smoothing; ``mm_dtype``: the matmuls' dtype (module docstring).
     """
     grads = out if out is not None else [torch.empty_like(p) for p in params]
-    return _forward_backward(params, x_BxD, y, loss, grads, None, masks, smoothing), grads
+    return _forward_backward(params, x_BxD, y, loss, grads, None, masks, smoothing, mm_dtype), grads
 
 
 def sgd_step(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, lr: float | tuple,
-             masks: list[torch.Tensor] | None = None, smoothing: float = 0.0) -> torch.Tensor:
+             masks: list[torch.Tensor] | None = None, smoothing: float = 0.0, mm_dtype: torch.dtype | None = None
+             ) -> torch.Tensor:
     """One plain SGD step (no momentum, no weight decay) in place; returns each member's loss ``[K]``.
 
     The update goes into the weight-gradient matmul (``W.baddbmm_(g^T, h, alpha=-lr)``), so
@@ -48,14 +55,19 @@ def sgd_step(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, l
     Equal to ``loss_and_grads`` followed by ``torch.optim.SGD`` up to float rounding. ``lr``: one
     rate, or ``(k0, k1, rate)`` segments covering the members (per-member rates, widepack.py).
     """
-    return _forward_backward(params, x_BxD, y, loss, None, lr, masks, smoothing)
+    return _forward_backward(params, x_BxD, y, loss, None, lr, masks, smoothing, mm_dtype)
 
 
 @torch.no_grad()
 def _forward_backward(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str,
                       grads: list[torch.Tensor] | None, lr: float | tuple | None, masks: list[torch.Tensor] | None = None,
-                      smoothing: float = 0.0) -> torch.Tensor:
+                      smoothing: float = 0.0, mm_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Forward, loss and backward; gradients go to ``grads``, or (``lr`` given) straight into the weights."""
+    masters, master_bs = params[0::2], params[1::2]  # what the update goes into
+    mixed = mm_dtype is not None and mm_dtype != masters[0].dtype
+    if mixed:  # this step's weights, biases and input in the matmul dtype
+        params = [p.to(mm_dtype) for p in params]
+        x_BxD = x_BxD.to(mm_dtype)
     Ws, bs = params[0::2], params[1::2]
     L = len(Ws)
     acts: list[torch.Tensor] = []
@@ -68,6 +80,8 @@ def _forward_backward(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.
             h.mul_(masks[l])  # dropout: the ReLU mask below (threshold_backward on h) covers dropped nodes too
         acts.append(h)
     pred = torch.baddbmm(bs[-1][:, None, :], h, Ws[-1].transpose(1, 2))
+    if mixed:
+        pred = pred.to(masters[0].dtype)  # the loss and its gradient in the weights' dtype
     B, C = pred.shape[1], pred.shape[2]
     if loss == "mse":
         diff = pred.sub_(y)
@@ -89,18 +103,32 @@ def _forward_backward(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.
         if smoothing:
             g.sub_(smoothing / C)
         g.mul_(1.0 / B)
+    if mixed:
+        g = g.to(mm_dtype)
     for l in range(L - 1, -1, -1):
         h_in = acts[l - 1] if l > 0 else x_BxD
         gT = g.transpose(1, 2)
         g_below = torch.ops.aten.threshold_backward(torch.bmm(g, Ws[l]), h_in, 0.0) if l > 0 else None  # ReLU mask, fused
         if masks is not None and l > 0:
             g_below.mul_(masks[l - 1])
-        if grads is not None:
+        if grads is not None and mixed:
+            grads[2 * l].copy_(torch.bmm(gT, h_in) if l > 0 else torch.matmul(gT, h_in))
+            torch.sum(g, 1, dtype=grads[2 * l + 1].dtype, out=grads[2 * l + 1])
+        elif grads is not None:
             if l > 0:
                 torch.bmm(gT, h_in, out=grads[2 * l])
             else:
                 torch.matmul(gT, h_in, out=grads[2 * l])
             torch.sum(g, 1, out=grads[2 * l + 1])
+        elif mixed:  # the update in the masters' dtype: one add per weight (baddbmm_ needs one dtype)
+            K = Ws[l].shape[0]
+            b_master = master_bs[l]
+            for k0, k1, a in _segments(lr, K):
+                whole = k1 - k0 == K
+                sl = slice(None) if whole else slice(k0, k1)
+                grad = torch.bmm(gT[sl], h_in[sl]) if l > 0 else torch.matmul(gT[sl], h_in)
+                masters[l][sl].add_(grad, alpha=-a)
+                b_master[sl].add_(g[sl].sum(1, dtype=b_master.dtype), alpha=-a)
         else:
             K = Ws[l].shape[0]
             for k0, k1, a in _segments(lr, K):
@@ -151,8 +179,8 @@ def member_ranges(K: int, chunk: int, groups: tuple[tuple[int, int], ...] | None
 
 def loss_and_grads_chunked(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, chunk: int,
                            out: list[torch.Tensor] | None = None, masks: list[torch.Tensor] | None = None,
-                           smoothing: float = 0.0, groups: tuple[tuple[int, int], ...] | None = None
-                           ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                           smoothing: float = 0.0, groups: tuple[tuple[int, int], ...] | None = None,
+                           mm_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``loss_and_grads`` over members ``chunk`` at a time (and ``groups``, see ``member_ranges``): bounded
     activation memory, the same numbers up to float rounding (a batched matmul over fewer members may
     be split over threads differently)."""
@@ -160,25 +188,25 @@ def loss_and_grads_chunked(params: list[torch.Tensor], x_BxD: torch.Tensor, y: t
     grads = out if out is not None else [torch.empty_like(p) for p in params]
     ranges = member_ranges(K, chunk, groups)
     if len(ranges) == 1:
-        return loss_and_grads(params, x_BxD, y, loss, grads, masks, smoothing)
+        return loss_and_grads(params, x_BxD, y, loss, grads, masks, smoothing, mm_dtype)
     values = []
     for k0, k1 in ranges:  # slices along dim 0 of contiguous buffers are contiguous: written in place
         v, _ = loss_and_grads([p[k0:k1] for p in params], x_BxD, member_targets(y, k0, k1), loss,
-                              [g[k0:k1] for g in grads], _rows(masks, k0, k1), smoothing)
+                              [g[k0:k1] for g in grads], _rows(masks, k0, k1), smoothing, mm_dtype)
         values.append(v)
     return torch.cat(values), grads
 
 
 def sgd_step_chunked(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.Tensor, loss: str, lr: float | tuple,
                      chunk: int, masks: list[torch.Tensor] | None = None, smoothing: float = 0.0,
-                     groups: tuple[tuple[int, int], ...] | None = None) -> torch.Tensor:
+                     groups: tuple[tuple[int, int], ...] | None = None, mm_dtype: torch.dtype | None = None) -> torch.Tensor:
     """``sgd_step`` over members ``chunk`` at a time (and ``groups``; each member's update is its own)."""
     K = params[0].shape[0]
     ranges = member_ranges(K, chunk, groups)
     if len(ranges) == 1:
-        return sgd_step(params, x_BxD, y, loss, lr, masks, smoothing)
+        return sgd_step(params, x_BxD, y, loss, lr, masks, smoothing, mm_dtype)
     return torch.cat([sgd_step([p[k0:k1] for p in params], x_BxD, member_targets(y, k0, k1), loss, _clip(lr, k0, k1),
-                               _rows(masks, k0, k1), smoothing)
+                               _rows(masks, k0, k1), smoothing, mm_dtype)
                       for k0, k1 in ranges])
 
 

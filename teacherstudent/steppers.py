@@ -26,6 +26,7 @@ from .seeds import Stream, generator
 from .train import clip_per_member_, loss_kind, make_optimizer, member_loss
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per step or measurement chunk
+MATMUL_DTYPES: dict[str, torch.dtype | None] = {"full": None, "bf16": torch.bfloat16}  # training.precision
 
 
 class Stepper:
@@ -40,6 +41,7 @@ class Stepper:
                                        self.ens.params[0].element_size(), memory_budget)
         self.groups: tuple[tuple[int, int], ...] | None = None  # member ranges computed apart (fast.member_ranges)
         self.smoothing = cfg.training.label_smoothing
+        self.mm_dtype = MATMUL_DTYPES[cfg.training.precision]  # the fast paths' matmul dtype (None: the weights')
         self.dropout = cfg.training.dropout
         # one mask stream per member, from its student seed: a member's masks do not depend on its ensemble
         self.dropout_gens = [generator(s, Stream.DROPOUT) for s in cfg.student.seeds] if self.dropout else []
@@ -97,7 +99,7 @@ class FusedSGD(Stepper):
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         return sgd_step_chunked(self.ens.params, x, y, self.loss, lr, self.chunk, self.masks(x.shape[0]), self.smoothing,
-                                self.groups)
+                                self.groups, self.mm_dtype)
 
 
 class Fast(Stepper):
@@ -114,7 +116,7 @@ class Fast(Stepper):
         if self.grads is None:  # written in place every step (see fast.loss_and_grads)
             self.grads = [torch.empty_like(p) for p in self.ens.params]
         loss, grads = loss_and_grads_chunked(self.ens.params, x, y, self.loss, self.chunk, self.grads,
-                                             self.masks(x.shape[0]), self.smoothing, self.groups)
+                                             self.masks(x.shape[0]), self.smoothing, self.groups, self.mm_dtype)
         if self.t.clip_norm is not None:
             self.clip(grads)
         for p, g in zip(self.ens.params, grads):

@@ -29,9 +29,9 @@ def test_benchmark_suite_reports_every_row_with_rates_and_ratios_from_its_own_ti
     monkeypatch.setitem(suite.SETTINGS, "large", widths)
     monkeypatch.setitem(suite.SETTINGS, "default", widths)
     # the suite's FLOP count assumes multiplier 10, d = 20, 100 outputs, batch 64: keep those, shrink the rest
-    monkeypatch.setattr(suite, "_config", lambda w, k, backend="auto": tiny(
+    monkeypatch.setattr(suite, "_config", lambda w, k, backend="auto", precision="full": tiny(
         teacher__widths=list(w), teacher__outputs=100, student__multiplier=10, student__seeds=list(range(k)),
-        training__backend=backend))
+        training__backend=backend, training__precision=precision))
     real_gemm = suite.gemm_ceiling
     monkeypatch.setattr(suite, "gemm_ceiling", lambda dev, repeats=5: real_gemm(dev, n=64, repeats=repeats))
 
@@ -65,27 +65,30 @@ def test_benchmark_suite_reports_every_row_with_rates_and_ratios_from_its_own_ti
     result = suite.run_suite(quick=True, settings=("large",), members=(K,))
 
     rows = result["rows"]
-    assert [r["kind"] for r in rows] == ["gemm", "train", "train", "train", "peer", "memory", "measure"]
-    gemm, fast, autograd, ref, peer, memory, measure = rows
+    assert [r["kind"] for r in rows] == ["gemm", "train", "train", "train", "train", "peer", "memory", "measure"]
+    gemm, fast, bf16, autograd, ref, peer, memory, measure = rows
+    assert bf16["path"] == "fast bf16"
     # the torch.func ensembling recipe (stack_module_state + functional_call + vmap): a comparison row
     assert peer["steps_per_s"] > 0 and math.isfinite(peer["vs_reference"])
-    # timed calls in order: gemm, fast, autograd, reference, the torch.func peer, measure's training rate, snapshot, gemm
-    assert len(timed) == 8
-    ((t_gemm0, _), (t_fast, w_fast), (t_auto, w_auto), (t_ref, w_ref), (t_peer, w_peer), (t_train, w_train), (t_snap, w_snap),
-     (t_gemm1, _)) = timed
+    # timed calls in order: gemm, fast, fast bf16, autograd, reference, the torch.func peer, measure's training rate,
+    # snapshot, gemm
+    assert len(timed) == 9
+    ((t_gemm0, _), (t_fast, w_fast), (t_bf16, w_bf16), (t_auto, w_auto), (t_ref, w_ref), (t_peer, w_peer), (t_train, w_train),
+     (t_snap, w_snap), (t_gemm1, _)) = timed
     assert w_peer == {"ensemble": 0, "reference": K * 4}  # the peer trains the same nn.Module students as the loop
     # fast and autograd time the same number of student-steps, the reference (K > 1: half as many) its own
-    assert w_fast == w_auto == {"ensemble": K * 8, "reference": 0}
+    assert w_fast == w_bf16 == w_auto == {"ensemble": K * 8, "reference": 0}
     assert w_ref == {"ensemble": 0, "reference": K * 4}
     assert w_snap["ensemble"] == 0 and w_train["ensemble"] == K * 60
-    for row, path, t, w in ((fast, "fast", t_fast, w_fast["ensemble"]), (autograd, "autograd", t_auto, w_auto["ensemble"]),
+    for row, path, t, w in ((fast, "fast", t_fast, w_fast["ensemble"]), (bf16, "fast bf16", t_bf16, w_bf16["ensemble"]),
+                            (autograd, "autograd", t_auto, w_auto["ensemble"]),
                             (ref, "reference", t_ref, w_ref["reference"])):
         assert row["path"] == path and row["setting"] == "large" and row["K"] == K
         assert row["steps_per_s"] == pytest.approx(w / t, rel=1e-12)
     fl = suite.flops_per_student_step([10 * w for w in widths], 20, 100, 64)
     assert gemm["gflops"] == pytest.approx(2 * 64**3 * 4 / min(t_gemm0, t_gemm1) / 1e9, rel=1e-12)  # the larger ceiling
     assert gemm["extra"]["start_gflops"] == pytest.approx(2 * 64**3 * 4 / t_gemm0 / 1e9, rel=1e-12)
-    for row in (fast, autograd, ref):
+    for row in (fast, bf16, autograd, ref):
         for key in ("steps_per_s", "gflops", "frac_ceiling", "vs_reference"):
             assert math.isfinite(row[key]) and row[key] > 0, (row["path"], key)
         assert math.isnan(row["vs_original"])  # the original code's rate was quoted for the default widths only

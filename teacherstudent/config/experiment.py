@@ -47,6 +47,10 @@ class ExperimentConfig(_Section):
         if self.training.backend == "fast" and self.student.batchnorm:
             raise ValueError("training.backend='fast' covers plain ReLU students only; use 'auto' or 'autograd' "
                              "with student.batchnorm")
+        if self.training.precision != "full" and (self.arch != "mlp" or self.student.batchnorm
+                                                  or self.training.backend == "autograd"):
+            raise ValueError(f"training.precision='{self.training.precision}' runs on the fast path only (mlp "
+                             "students without BatchNorm, training.backend 'auto' or 'fast'); use precision='full'")
         L = len(self.teacher.widths)
         if self.teacher.seeds is not None:
             if len(self.teacher.seeds) != len(self.student.seeds):

@@ -269,6 +269,10 @@ class TrainingConfig(_Section):
     dtype: Literal["float32", "float64"] = "float32"
     backend: Literal["auto", "fast", "autograd"] = Field(
         "auto", description="fast: hand-written backward (plain ReLU students); autograd: the reference; auto: fast when it applies")
+    precision: Literal["full", "bf16"] = Field(
+        "full", description="bf16: the training step's matmuls in bfloat16, with the weights, their update, the loss "
+        "and every measurement in the run's dtype (mixed precision; the fast path only: mlp students without "
+        "BatchNorm); full: every matmul in the run's dtype")
     checkpoint_steps: tuple[int, ...] = Field((), description="extra steps whose weights are kept (for late rewinding)")
     sampling: Literal["epoch", "replacement"] = Field(
         "epoch", description="epoch: each epoch visits the training set once in a fresh order; replacement: every "
