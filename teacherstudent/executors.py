@@ -47,18 +47,15 @@ def cluster_module():
 
 
 def _drain(futures: dict[Any, dict[str, Any]], poll: Callable[[], None],
-           wait: Callable[[list, float], None] | None = None) -> Iterator[dict[str, Any]]:
+           wait: Callable[[list, float], None]) -> Iterator[dict[str, Any]]:
     """Reports of ``futures`` (future -> spec) as they complete; a lost worker fails only its run.
-    ``wait(futures, timeout)`` returns when one of them is done or after ``timeout`` seconds (else: sleep)."""
+    ``wait(futures, timeout)`` returns when one of them is done or after ``timeout`` seconds."""
     pending = dict(futures)
     while pending:
         done = [f for f in pending if f.done()]
         if not done:
             poll()
-            if wait is None:
-                time.sleep(POLL_S)
-            else:
-                wait(list(pending), POLL_S)
+            wait(list(pending), POLL_S)
             continue
         for f in done:
             spec = pending.pop(f)
@@ -88,6 +85,14 @@ def _wait_local(futures: list, timeout: float) -> None:
     from concurrent.futures import FIRST_COMPLETED, wait
 
     wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+
+
+def _wait_dask(futures: list, timeout: float) -> None:
+    distributed = cluster_module()
+    try:
+        distributed.wait(futures, timeout=timeout, return_when="FIRST_COMPLETED")
+    except TimeoutError:  # none done within the timeout (distributed raises it, as builtins.TimeoutError)
+        pass
 
 
 class LocalExecutor:
@@ -201,7 +206,7 @@ class DaskExecutor:
         futures = {self.client.submit(train_job, spec, pure=False, key=f"train-{spec['run_id']}-{time.time_ns()}"): spec
                    for spec in specs}
         try:
-            yield from _drain(futures, poll)
+            yield from _drain(futures, poll, _wait_dask)
         except BaseException:
             self.client.cancel(list(futures))
             raise
