@@ -15,7 +15,8 @@ step through ``torch.optim``.
 With ``mm_dtype`` (``training.precision='bf16'``: ``torch.bfloat16``) every matmul of the step runs
 in that dtype: the weights are cast at the start of the step, the activations and the backward
 signal are kept in it, and the loss, the weight gradients' accumulation into the weights and the
-bias gradients stay in the weights' own dtype (float32 "master" weights). The update then cannot go
+bias gradients stay in the weights' own dtype (float32 "master" weights); the output itself comes out of
+a bfloat16 matmul, so the loss sees it rounded to 8 bits. The update then cannot go
 into the weight-gradient matmul (``baddbmm_`` needs one dtype), so it is one ``add_`` per weight.
 
 Shapes: ``x_BxD`` shared input batch, ``h[l]: [K, B, n_l]``, ``out: [K, B, C]``.

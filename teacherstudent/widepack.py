@@ -246,7 +246,7 @@ class PackFast(Fast):
         if self.grads is None:
             self.grads = [torch.empty_like(p) for p in self.ens.params]
         loss, grads = loss_and_grads_chunked(self.ens.params, x, y, self.loss, self.chunk, self.grads,
-                                             self.masks(x.shape[0]), self.smoothing, self.groups)
+                                             self.masks(x.shape[0]), self.smoothing, self.groups, self.mm_dtype)
         if self.t.clip_norm is not None:
             self.clip(grads)
         for (k0, k1, rate), views, opt in zip(lr, self.views, self.opts, strict=True):

@@ -34,19 +34,23 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b).norm() / b.norm()).item()
 
 
-@pytest.mark.parametrize("loss", ["mse", "mse_half_sum", "ce"])
-def test_bf16_gradients_match_float64_to_bfloat16_precision(loss):
+@pytest.mark.parametrize("loss,smoothing,per_member", [("mse", 0.0, False), ("mse_half_sum", 0.0, False),
+                                                       ("ce", 0.0, False), ("ce", 0.1, False), ("mse", 0.0, True),
+                                                       ("ce", 0.0, True)])
+def test_bf16_gradients_match_float64_to_bfloat16_precision(loss, smoothing, per_member):
     params, x, y, labels = _problem()
+    if per_member:  # one teacher per member: targets [K, B, C] / [K, B]
+        y, labels = y.expand(3, -1, -1) * torch.tensor([1.0, -0.5, 2.0], dtype=y.dtype)[:, None, None], labels.expand(3, -1)
     target = labels if loss == "ce" else y
-    loss64, g64 = fast.loss_and_grads(params, x, target, loss)
+    loss64, g64 = fast.loss_and_grads(params, x, target, loss, smoothing=smoothing)
     p32 = [p.float() for p in params]
     t32 = labels if loss == "ce" else y.float()
-    loss16, g16 = fast.loss_and_grads(p32, x.float(), t32, loss, mm_dtype=BF16)
-    _, g32 = fast.loss_and_grads(p32, x.float(), t32, loss)
+    loss16, g16 = fast.loss_and_grads(p32, x.float(), t32, loss, smoothing=smoothing, mm_dtype=BF16)
+    _, g32 = fast.loss_and_grads(p32, x.float(), t32, loss, smoothing=smoothing)
     assert loss16.dtype == torch.float32 and all(g.dtype == torch.float32 for g in g16)
     assert _rel(loss16, loss64) < 1e-2
     errs = [_rel(a, b) for a, b in zip(g16, g64)]
-    assert max(errs) < 0.15  # bfloat16 keeps 8 bits; the small weight gradients are sums that cancel
+    assert max(errs) < 0.25  # bfloat16 keeps 8 bits; the small weight gradients are sums that cancel (a bug: ~1)
     # the matmuls really ran in bfloat16: the error is far above float32's
     assert max(errs) > 20 * max(_rel(a, b) for a, b in zip(g32, g64))
 
@@ -67,22 +71,34 @@ def test_bf16_fused_step_is_the_gradients_then_sgd_with_dropout_and_per_member_r
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
-def test_bf16_chunked_step_equals_the_whole_step():
+@pytest.mark.parametrize("groups", [None, ((0, 1), (1, 5))])
+def test_bf16_chunked_step_equals_the_whole_step(groups):
     params, x, y, _ = _problem(K=5)
-    whole, chunked = [p.float() for p in params], [p.float() for p in params]
+    whole, chunked, full = ([p.float() for p in params] for _ in range(3))
     v1 = fast.sgd_step(whole, x.float(), y.float(), "mse", 0.1, mm_dtype=BF16)
-    v2 = fast.sgd_step_chunked(chunked, x.float(), y.float(), "mse", 0.1, 2, mm_dtype=BF16)
+    v2 = fast.sgd_step_chunked(chunked, x.float(), y.float(), "mse", 0.1, 2, groups=groups, mm_dtype=BF16)
+    fast.sgd_step_chunked(full, x.float(), y.float(), "mse", 0.1, 2, groups=groups)
     torch.testing.assert_close(v1, v2, rtol=1e-2, atol=1e-6)
     for a, b in zip(whole, chunked):
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-4)
+    # the chunks ran in bfloat16 (not the full-precision step)
+    assert max((a - b).abs().max().item() for a, b in zip(chunked, full)) > 1e-4
+    _, grads = fast.loss_and_grads_chunked([p.float() for p in params], x.float(), y.float(), "mse", 2, groups=groups,
+                                           mm_dtype=BF16)
+    _, grads16 = fast.loss_and_grads([p.float() for p in params], x.float(), y.float(), "mse", mm_dtype=BF16)
+    _, grads32 = fast.loss_and_grads([p.float() for p in params], x.float(), y.float(), "mse")
+    assert all(_rel(a, b.double()) < 1e-2 for a, b in zip(grads, grads16))
+    assert max(_rel(a, b.double()) for a, b in zip(grads, grads32)) > 1e-4
 
 
-def test_bf16_on_float32_weights_leaves_a_float64_run_in_float64():
+def test_bf16_leaves_a_float64_run_in_float64():
     params, x, y, _ = _problem()
-    start = [p.clone() for p in params]
+    full = [p.clone() for p in params]
     fast.sgd_step(params, x, y, "mse", 0.1, mm_dtype=BF16)
+    fast.sgd_step(full, x, y, "mse", 0.1)
     assert all(p.dtype == torch.float64 for p in params)
-    assert all(not torch.equal(p, p0) for p, p0 in zip(params, start))
+    errs = [_rel(p, q) for p, q in zip(params, full)]
+    assert max(errs) < 1e-2 and min(errs) > 0  # float64 masters, moved by the bfloat16 step
 
 
 @pytest.mark.parametrize("training", [{}, {"momentum": 0.9}])
@@ -97,6 +113,10 @@ def test_a_bf16_run_trains_on_the_fast_paths(training):
     tr.train_until(cfg.total_steps)
     assert (tr.snapshot().eval_loss < 0.9 * first).all()
     assert all(p.dtype == torch.float32 for p in tr.ens.params)
+    full = Trainer(build(cfg.replace(training={"precision": "full"}), torch.device("cpu")))
+    full.train_until(cfg.total_steps)
+    errs = [_rel(p, q.double()) for p, q in zip(tr.ens.params, full.ens.params)]
+    assert 0 < max(errs) < 0.3  # the Trainer's steps ran in bfloat16: apart from the float32 run, not far
 
 
 def test_precision_full_keeps_run_ids_and_bf16_gets_its_own():
@@ -105,7 +125,8 @@ def test_precision_full_keeps_run_ids_and_bf16_gets_its_own():
     assert "precision" not in tiny().canonical().get("training", {})
 
 
-@pytest.mark.parametrize("fields", [{"training.backend": "autograd"}, {"student.batchnorm": True}])
+@pytest.mark.parametrize("fields", [{"training.backend": "autograd"}, {"student.batchnorm": True},
+                                    {"arch": "conv", "inputs.kind": "gaussian_images"}])
 def test_bf16_where_the_fast_path_does_not_run_is_a_config_error(fields, tmp_path):
     overrides = [f"{k}={v!r}".replace("True", "true") for k, v in fields.items()]
     with pytest.raises(UserError, match="fast path only"):

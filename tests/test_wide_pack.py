@@ -126,6 +126,26 @@ def test_each_per_member_field_packed_equals_alone(tmp_path, dtype):
     assert {r["outcome"] for r in again} == {"skipped"}
 
 
+@pytest.mark.parametrize("training", [{}, {"momentum": 0.9}, {"optimizer": "adam"}])
+def test_a_bf16_pack_equals_its_runs_alone(tmp_path, training):
+    """training.precision is shared: a pack of bf16 runs (fused SGD, or an optimiser stepping each run's
+    slice) trains in bf16 like each run alone, and not like the full-precision runs."""
+    kw = dict(training__epochs=1, training__precision="bf16", **{f"training__{k}": v for k, v in training.items()})
+    cfgs = [tiny(**kw), tiny(**kw, training__lr=0.02, teacher__seed=1)]
+    assert pack_key(tiny(**kw)) != pack_key(tiny(**{**kw, "training__precision": "full"}))
+    jobs = wide_jobs(runs_of(*cfgs), tmp_path / "pack")
+    assert [len(j) for j in jobs] == [2]
+    reports = train_pack(pack_spec(jobs[0], tmp_path / "pack", "cpu", None, "wait", False, None))
+    assert [r["outcome"] for r in reports] == ["done"] * 2
+    for c in cfgs:
+        run(c, RunOptions(tmp_path / "alone", "cpu"))
+        assert_same_run(tmp_path / "pack" / c.run_id, tmp_path / "alone" / c.run_id)
+        full = c.replace(training={"precision": "full"})
+        run(full, RunOptions(tmp_path / "full", "cpu"))
+        a, b = read_table(tmp_path / "pack" / c.run_id, "metrics"), read_table(tmp_path / "full" / full.run_id, "metrics")
+        assert not a["value"].equals(b["value"])  # the pack really trained in bf16
+
+
 STUDY_PY = '''"""Wide-pack test study."""
 import pandas as pd
 

@@ -270,9 +270,10 @@ class TrainingConfig(_Section):
     backend: Literal["auto", "fast", "autograd"] = Field(
         "auto", description="fast: hand-written backward (plain ReLU students); autograd: the reference; auto: fast when it applies")
     precision: Literal["full", "bf16"] = Field(
-        "full", description="bf16: the training step's matmuls in bfloat16, with the weights, their update, the loss "
-        "and every measurement in the run's dtype (mixed precision; the fast path only: mlp students without "
-        "BatchNorm); full: every matmul in the run's dtype")
+        "full", description="bf16: the training step's matmuls in bfloat16 (mixed precision), with the weights, "
+        "their update and the loss in the run's dtype; the outputs are rounded to bfloat16 before the loss, so the "
+        "training loss floors at about 2e-5 of the targets' mean square; evaluation and correlations are measured in "
+        "the run's dtype. The fast path only (mlp students without BatchNorm); full: every matmul in the run's dtype")
     checkpoint_steps: tuple[int, ...] = Field((), description="extra steps whose weights are kept (for late rewinding)")
     sampling: Literal["epoch", "replacement"] = Field(
         "epoch", description="epoch: each epoch visits the training set once in a fresh order; replacement: every "
