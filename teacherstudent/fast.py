@@ -121,25 +121,19 @@ def _forward_backward(params: list[torch.Tensor], x_BxD: torch.Tensor, y: torch.
             else:
                 torch.matmul(gT, h_in, out=grads[2 * l])
             torch.sum(g, 1, out=grads[2 * l + 1])
-        elif mixed:  # the update in the masters' dtype: one add per weight (baddbmm_ needs one dtype)
-            K = Ws[l].shape[0]
-            b_master = master_bs[l]
-            for k0, k1, a in _segments(lr, K):
-                whole = k1 - k0 == K
-                sl = slice(None) if whole else slice(k0, k1)
-                grad = torch.bmm(gT[sl], h_in[sl]) if l > 0 else torch.matmul(gT[sl], h_in)
-                masters[l][sl].add_(grad, alpha=-a)
-                b_master[sl].add_(g[sl].sum(1, dtype=b_master.dtype), alpha=-a)
-        else:
+        else:  # the update goes into the masters (the weights themselves unless mixed)
             K = Ws[l].shape[0]
             for k0, k1, a in _segments(lr, K):
                 whole = k1 - k0 == K  # one rate: the very calls of a plain run
-                W, b, gs, gTs = (Ws[l], bs[l], g, gT) if whole else (Ws[l][k0:k1], bs[l][k0:k1], g[k0:k1], gT[k0:k1])
-                if l > 0:
+                W, b, gs, gTs = ((masters[l], master_bs[l], g, gT) if whole
+                                 else (masters[l][k0:k1], master_bs[l][k0:k1], g[k0:k1], gT[k0:k1]))
+                if l > 0 and not mixed:
                     W.baddbmm_(gTs, h_in if whole else h_in[k0:k1], alpha=-a)
+                elif l > 0:  # baddbmm_ needs one dtype: the bfloat16 gradient is added to the masters
+                    W.add_(torch.bmm(gTs, h_in if whole else h_in[k0:k1]), alpha=-a)
                 else:
                     W.add_(torch.matmul(gTs, h_in), alpha=-a)  # x is shared over members: [K, n, B] @ [B, d]
-                b.add_(gs.sum(1), alpha=-a)
+                b.add_(gs.sum(1, dtype=b.dtype) if mixed else gs.sum(1), alpha=-a)
         g = g_below
     return value
 

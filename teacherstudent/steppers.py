@@ -111,14 +111,19 @@ class Fast(Stepper):
         super().__init__(problem, memory_budget)
         self.grads: list[torch.Tensor] | None = None
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
-        self.set_lr(lr)
+    def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Each member's loss and the (clipped) gradients of this step, in buffers reused every step."""
         if self.grads is None:  # written in place every step (see fast.loss_and_grads)
             self.grads = [torch.empty_like(p) for p in self.ens.params]
         loss, grads = loss_and_grads_chunked(self.ens.params, x, y, self.loss, self.chunk, self.grads,
                                              self.masks(x.shape[0]), self.smoothing, self.groups, self.mm_dtype)
         if self.t.clip_norm is not None:
             self.clip(grads)
+        return loss, grads
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
+        self.set_lr(lr)
+        loss, grads = self.gradients(x, y)
         for p, g in zip(self.ens.params, grads):
             p.grad = g
         self.opt.step()

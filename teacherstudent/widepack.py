@@ -241,14 +241,7 @@ class PackFast(Fast):
         self.opts = [make_optimizer(v, c.training) for v, c in zip(self.views, cfgs)]
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr) -> torch.Tensor:
-        from .fast import loss_and_grads_chunked
-
-        if self.grads is None:
-            self.grads = [torch.empty_like(p) for p in self.ens.params]
-        loss, grads = loss_and_grads_chunked(self.ens.params, x, y, self.loss, self.chunk, self.grads,
-                                             self.masks(x.shape[0]), self.smoothing, self.groups, self.mm_dtype)
-        if self.t.clip_norm is not None:
-            self.clip(grads)
+        loss, grads = self.gradients(x, y)
         for (k0, k1, rate), views, opt in zip(lr, self.views, self.opts, strict=True):
             for group in opt.param_groups:
                 group["lr"] = rate
