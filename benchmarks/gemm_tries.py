@@ -15,7 +15,8 @@ widths, 100 outputs), best of ``--repeats``:
 
 - ``fused float32``: ``fast.sgd_step``, what a run does,
 - ``bf16 mixed``: bfloat16 matmuls with float32 master weights (each step casts the weights to
-  bfloat16 and adds the bfloat16 weight gradients to the float32 weights), written out here as a try,
+  bfloat16 and adds the bfloat16 weight gradients to the float32 weights): ``fast.sgd_step`` with
+  ``mm_dtype=torch.bfloat16``, what ``training.precision = "bf16"`` runs,
 - ``2 groups x 1 thread``: the members as two halves, each stepped by ``fast.sgd_step`` on its own
   Python thread with one intra-op thread (thread layout per member group),
 
@@ -87,30 +88,6 @@ def main(argv: list[str] | None = None) -> None:
     steps(K, a.repeats, a.steps)
 
 
-@torch.no_grad()
-def sgd_step_bf16(params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
-    """``fast.sgd_step`` (MSE) with bfloat16 matmuls and float32 master weights and loss."""
-    bf = torch.bfloat16
-    Ws, bs = [W.to(bf) for W in params[0::2]], [b.to(bf) for b in params[1::2]]
-    L, h, acts = len(Ws), x.to(bf), []
-    for l in range(L - 1):
-        z = torch.matmul(h, Ws[l].transpose(1, 2)) if l == 0 else torch.bmm(h, Ws[l].transpose(1, 2))
-        h = z.add_(bs[l][:, None, :]).clamp_min_(0)
-        acts.append(h)
-    diff = torch.baddbmm(bs[-1][:, None, :], h, Ws[-1].transpose(1, 2)).float().sub_(y)
-    value = diff.square().mean((1, 2))
-    g = diff.mul_(2.0 / (diff.shape[1] * diff.shape[2])).to(bf)
-    xb = x.to(bf)
-    for l in range(L - 1, -1, -1):
-        h_in = acts[l - 1] if l > 0 else xb
-        g_below = torch.ops.aten.threshold_backward(torch.bmm(g, Ws[l]), h_in, 0.0) if l > 0 else None
-        grad = torch.bmm(g.transpose(1, 2), h_in) if l > 0 else torch.matmul(g.transpose(1, 2), h_in)
-        params[2 * l].add_(grad, alpha=-lr)
-        params[2 * l + 1].add_(g.sum(1, dtype=torch.float32), alpha=-lr)
-        g = g_below
-    return value
-
-
 def steps(K: int, repeats: int, n_steps: int, lr: float = 0.01) -> None:
     g = torch.Generator().manual_seed(1)
     init = []
@@ -132,7 +109,8 @@ def steps(K: int, repeats: int, n_steps: int, lr: float = 0.01) -> None:
             torch.set_num_threads(threads)
 
     variants = {"fused float32": lambda ps, x, y, lr: fast.sgd_step(ps, x, y, "mse", lr),
-                "bf16 mixed": sgd_step_bf16, "2 groups x 1 thread": two_groups}
+                "bf16 mixed": lambda ps, x, y, lr: fast.sgd_step(ps, x, y, "mse", lr, mm_dtype=torch.bfloat16),
+                "2 groups x 1 thread": two_groups}
     x32, y32 = xs[0].float(), ys[0].float()
     print(f"SGD steps, K = {K}, default widths, batch {BATCH}; error after {n_steps} steps against float64:")
     ref = [p.clone() for p in init]
